@@ -1,0 +1,1 @@
+"""Data layer: sources, registry, downloads, transforms and splits."""
