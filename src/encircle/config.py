@@ -1,0 +1,245 @@
+"""Run configuration: frozen dataclasses, TOML files and ``section.key=value`` overrides.
+
+A run's configuration is a :class:`RunConfig` with sections ``data``, ``model``,
+``method``, ``train`` and ``calibration`` plus a top-level ``seed``. Protocols define
+their defaults; a TOML file (``--config``) and then ``--set`` overrides change them. An
+unknown key, or a value of the wrong type, is a :class:`~encircle.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encircle.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("off", "bf16", "fp16")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _require(ok: bool, key: str, expected: str, got: object) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {expected}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how much of it.
+
+    ``root`` empty means "resolve" (cache, system locations, download); ``ood`` names the
+    test-time out-of-distribution dataset of OOD protocols; ``max_train``/``max_test``
+    (0 = all) cap the sample counts, taking a seeded stratified subset.
+    """
+
+    name: str = "mnist"
+    root: str = ""
+    ood: str = "fashion-mnist"
+    preprocess: str = "unit"
+    max_train: int = 0
+    max_test: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.max_train >= 0, "data.max_train", ">= 0", self.max_train)
+        _require(self.max_test >= 0, "data.max_test", ">= 0", self.max_test)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network name (see ``encircle.models.list_models()``) and output size."""
+
+    name: str = "seed000"
+    out_features: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.out_features >= 1, "model.out_features", ">= 1", self.out_features)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Method name (see ``encircle.methods.list_methods()``) and its hyperparameters."""
+
+    name: str = "deep-svdd"
+    eps: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fit loop's settings.
+
+    ``lr_milestones`` are epochs at which the learning rate is multiplied by ``lr_gamma``;
+    ``amp`` runs the network body in bf16/fp16 autocast (heads and distances stay
+    float32); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
+    ``eval_every`` = 0 evaluates only at the end.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = True
+    checkpoint_every: int = 0
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
+        _require(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
+        _require(self.lr > 0, "train.lr", "> 0", self.lr)
+        _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _require(
+            self.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", self.optimizer
+        )
+        _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)
+        _require(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            "train.device",
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            self.device,
+        )
+        _require(
+            self.checkpoint_every >= 0, "train.checkpoint_every", ">= 0", self.checkpoint_every
+        )
+        _require(self.eval_every >= 0, "train.eval_every", ">= 0", self.eval_every)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Threshold calibration: the fraction ``holdout`` of the normal training data is
+    kept out of training, and the threshold accepts ``tpr`` of it as normal.
+
+    ``holdout = 0`` trains on all the data and calibrates on the training scores, which
+    are optimistic (lower than on unseen normal data): use it only to reproduce a
+    protocol that trains on every sample.
+    """
+
+    tpr: float = 0.95
+    holdout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(0 < self.tpr <= 1, "calibration.tpr", "in (0, 1]", self.tpr)
+        _require(0 <= self.holdout < 1, "calibration.holdout", "in [0, 1)", self.holdout)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``seed`` drives every random generator."""
+
+    seed: int = 1234
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), e.g. for ``results.json``."""
+        return dataclasses.asdict(self, dict_factory=_plain_dict)
+
+
+def _plain_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"section.key=value"``; the value is read as a TOML value when it is one
+    (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``"text"``) and as a plain string otherwise."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a nested dict."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with dotted-key ``overrides`` applied, each type-checked."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    run_fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in run_fields:
+            raise ConfigError(f"unknown config key {key!r}; sections are {', '.join(_sections())}")
+        if not name:
+            if dataclasses.is_dataclass(_hints(RunConfig)[section]):
+                raise ConfigError(f"config key {key!r} names a section; use {key}.KEY=VALUE")
+            top[section] = _coerce(key, value, _hints(RunConfig)[section])
+            continue
+        section_type = _hints(RunConfig)[section]
+        if not dataclasses.is_dataclass(section_type):
+            raise ConfigError(f"unknown config key {key!r}: {section!r} is not a section")
+        hints = _hints(section_type)
+        if name not in hints:
+            raise ConfigError(
+                f"unknown config key {key!r}; {section} keys are {', '.join(sorted(hints))}"
+            )
+        sections.setdefault(section, {})[name] = _coerce(key, value, hints[name])
+    changes: dict[str, Any] = dict(top)
+    for section, values in sections.items():
+        changes[section] = dataclasses.replace(getattr(config, section), **values)
+    return dataclasses.replace(config, **changes)
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field annotation (int, float, bool, str, tuple[int, ...])."""
+    if annotation is bool:
+        _require(isinstance(value, bool), key, "true or false", value)
+    elif annotation is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key, "an integer", value)
+    elif annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(ok, key, "a number", value)
+        value = float(value)
+    elif annotation is str:
+        _require(isinstance(value, str), key, "a string", value)
+    elif typing.get_origin(annotation) is tuple:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in items)
+        _require(ok, key, "an integer or a list of integers", value)
+        value = tuple(items)
+    else:  # pragma: no cover - a new field type needs a rule here
+        raise ConfigError(f"{key}: no rule for values of type {annotation}")
+    return value

@@ -1,0 +1,137 @@
+"""Named protocols: a default configuration, a quick variant and a run function.
+
+:func:`run_protocol` composes a protocol's defaults with ``--quick``, a TOML file and
+``--set`` overrides (in that order), runs it, and writes ``OUT/results.json``
+(protocol, data sources and sizes, config, metrics, per-epoch history, wall time and
+versions) atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encircle import __version__
+from encircle._io import atomic_write_json
+from encircle.config import RunConfig, flatten, load_toml, with_overrides
+from encircle.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a protocol writes and how it runs."""
+
+    out_dir: Path
+    resume: bool = False
+    progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named experiment.
+
+    ``run`` returns a dict with at least ``metrics`` and ``data``; :func:`run_protocol`
+    adds the rest of ``results.json``.
+    """
+
+    name: str
+    summary: str
+    defaults: RunConfig
+    run: Callable[[RunConfig, RunContext], dict[str, Any]]
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+_PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    """Add ``protocol`` to the registry."""
+    if protocol.name in _PROTOCOLS:
+        raise ConfigError(f"protocol {protocol.name!r} is registered twice")
+    _PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``."""
+    if name not in _PROTOCOLS:
+        raise ConfigError(
+            f"unknown protocol {name!r}; expected one of {', '.join(list_protocols())}"
+        )
+    return _PROTOCOLS[name]
+
+
+def list_protocols() -> list[str]:
+    """Names of every registered protocol, sorted."""
+    return sorted(_PROTOCOLS)
+
+
+def build_config(
+    protocol: Protocol,
+    *,
+    quick: bool = False,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults, then the quick settings, then the file, then the overrides."""
+    config = protocol.defaults
+    if quick:
+        config = with_overrides(config, protocol.quick)
+    if config_file is not None:
+        config = with_overrides(config, flatten(load_toml(config_file)))
+    return with_overrides(config, overrides or {})
+
+
+def run_protocol(
+    name: str,
+    *,
+    out_dir: str | Path,
+    quick: bool = False,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Run protocol ``name`` and write ``out_dir/results.json``; returns the results."""
+    protocol = get_protocol(name)
+    config = build_config(protocol, quick=quick, config_file=config_file, overrides=overrides)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output directory {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("protocol %s -> %s", name, out)
+    started = time.perf_counter()
+    results = protocol.run(config, RunContext(out, resume, progress))
+    results = {
+        "protocol": name,
+        "quick": quick,
+        **results,
+        "config": config.to_dict(),
+        "wall_seconds": time.perf_counter() - started,
+        "versions": versions(),
+    }
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def versions() -> dict[str, str]:
+    """Versions of encircle, Python, torch and NumPy, and the machine."""
+    return {
+        "encircle": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }

@@ -1,0 +1,60 @@
+"""Pure tensor math shared by the methods: distances, losses and scores.
+
+Everything here is a function of tensors only (no state, no modules), so it can be
+tested against values worked out by hand and reused by every method.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def squared_distances(z: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances between embeddings and centers.
+
+    ``d[i, k] = ||z_i - c_k||^2``, computed as a broadcast difference rather than the
+    ``||z||^2 - 2 z.c + ||c||^2`` expansion: the expansion loses precision exactly where
+    center-based methods live (points very close to a center), and the embeddings here
+    are small (tens of dimensions), so the difference costs nothing.
+
+    Args:
+        z: ``(N, D)`` embeddings.
+        centers: ``(K, D)`` centers, or ``(D,)`` for a single center.
+
+    Returns:
+        ``(N, K)`` distances, or ``(N,)`` when ``centers`` is 1-D.
+    """
+    if centers.ndim == 1:
+        return (z - centers).pow(2).sum(dim=-1)
+    return (z.unsqueeze(1) - centers.unsqueeze(0)).pow(2).sum(dim=-1)
+
+
+def svdd_center(mean_output: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
+    """The Deep SVDD center from the mean of the network's initial outputs.
+
+    Coordinates closer than ``eps`` to zero are pushed to ``+-eps`` (their sign kept;
+    an exact zero goes to ``+eps``): a center coordinate at zero lets a bias-free network
+    reach it trivially with zero weights (Ruff et al., ICML 2018, Sec. 3.3; the authors'
+    code ``init_center_c``, which leaves an exact zero unchanged).
+
+    Args:
+        mean_output: ``(D,)`` mean of the network's outputs over the training data.
+        eps: the smallest absolute value a coordinate may take.
+
+    Returns:
+        ``(D,)`` center.
+    """
+    c = mean_output.clone()
+    small = c.abs() < eps
+    c[small & (c < 0)] = -eps
+    c[small & (c >= 0)] = eps
+    return c
+
+
+def one_class_svdd_loss(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """One-class Deep SVDD objective: ``mean_i ||f(x_i) - c||^2``.
+
+    Ruff et al., "Deep One-Class Classification", ICML 2018, Eq. (4), without the weight
+    decay term, which the optimiser applies.
+    """
+    return squared_distances(z, center).mean()

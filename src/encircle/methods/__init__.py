@@ -1,0 +1,8 @@
+"""Methods: a network plus its objective and score. Importing registers the built-ins."""
+
+from encircle.methods import svdd
+from encircle.methods.base import Method
+from encircle.methods.registry import create_method, list_methods, register_method
+from encircle.methods.svdd import DeepSVDD
+
+__all__ = ["DeepSVDD", "Method", "create_method", "list_methods", "register_method", "svdd"]

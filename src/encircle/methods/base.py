@@ -1,0 +1,50 @@
+"""What the engine and the detector need from a method.
+
+A method owns a network and the state its objective learns besides the weights (a
+center, anchors, a radius), and it knows three things: how to set that state up from
+the training data before training, its training loss on a batch, and its outlier score
+(higher = more anomalous).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from encircle.models.base import Backbone
+
+
+class Method(nn.Module):
+    """Base class of every method. Subclasses set ``name`` and implement the hooks."""
+
+    name: str = ""
+    #: whether ``loss`` needs class labels (False for one-class methods).
+    needs_labels: bool = False
+
+    def __init__(self, net: Backbone) -> None:
+        super().__init__()
+        self.net = net
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output, with the head run in float32.
+
+        Under mixed precision the features may be bf16/fp16; distances to centers are
+        then computed from a float32 head, so they keep their precision.
+        """
+        features = self.net.forward_features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.net.forward_head(features.float())
+
+    @torch.no_grad()
+    def setup(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Initialise learned state from preprocessed training batches (default: none)."""
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training loss on a preprocessed batch ``x`` with labels ``y``."""
+        raise NotImplementedError
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Outlier score of a preprocessed batch, higher = more anomalous, float32."""
+        raise NotImplementedError

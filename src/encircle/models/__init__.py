@@ -1,0 +1,18 @@
+"""Networks and the ``create_model`` registry.
+
+Importing this package registers every built-in network.
+"""
+
+from encircle.models import lenet, mlp
+from encircle.models.base import Backbone
+from encircle.models.registry import create_model, list_models, model_parameters, register_model
+
+__all__ = [
+    "Backbone",
+    "create_model",
+    "lenet",
+    "list_models",
+    "mlp",
+    "model_parameters",
+    "register_model",
+]

@@ -1,0 +1,61 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encircle.errors import ConfigError, DataError
+from encircle.models import create_model, list_models
+
+
+def test_registry_lists_and_builds():
+    assert {"seed000", "lenet-mnist", "mlp"} <= set(list_models())
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        create_model("nope")
+    with pytest.raises(ConfigError, match="does not take these arguments"):
+        create_model("seed000", widht=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape", "out"),
+    [
+        ("seed000", {}, (1, 28, 28), 2),
+        ("lenet-mnist", {}, (1, 28, 28), 32),
+        ("mlp", {"in_features": 12, "out_features": 5}, (12,), 5),
+    ],
+)
+def test_models_are_bias_free_and_shaped(name, kwargs, shape, out):
+    net = create_model(name, **kwargs)
+    for module in net.modules():
+        assert getattr(module, "bias", None) is None, f"{name}: {module} has a bias"
+        assert not getattr(module, "affine", False), f"{name}: {module} has affine parameters"
+    z = net(torch.rand(3, *shape))
+    assert z.shape == (3, out)
+    assert net.out_features == out
+    features = net.forward_features(torch.rand(3, *shape))
+    assert torch.allclose(net.forward_head(features), net(torch.rand(3, *shape)) * 0 + net.forward_head(features))
+
+
+def test_seed000_pool_before_relu_is_the_reference_function():
+    torch.manual_seed(0)
+    net = create_model("seed000").eval()
+    x = torch.rand(4, 1, 28, 28)
+    ref = x
+    for conv in (net.conv1, net.conv2, net.conv3):
+        ref = F.max_pool2d(conv(ref).relu(), 2)  # the pytorch-ood example's order
+    ref = net.fc2(net.fc1(ref.flatten(1)).relu())
+    assert torch.allclose(net(x), ref, atol=1e-6)
+
+
+def test_lenet_pool_before_leaky_relu_is_the_authors_function():
+    torch.manual_seed(0)
+    net = create_model("lenet-mnist").eval()
+    x = torch.rand(4, 1, 28, 28)
+    h = F.max_pool2d(F.leaky_relu(net.bn1(net.conv1(x))), 2)  # the authors' order
+    h = F.max_pool2d(F.leaky_relu(net.bn2(net.conv2(h))), 2)
+    assert torch.allclose(net(x), net.fc1(h.flatten(1)), atol=1e-6)
+
+
+def test_wrong_input_shape_is_refused():
+    with pytest.raises(DataError, match=r"expects samples of shape \(1, 28, 28\), got \(3, 32, 32\)"):
+        create_model("seed000").check_input((3, 32, 32))
+    with pytest.raises(DataError, match="expects samples with 12 values"):
+        create_model("mlp", in_features=12).check_input((5,))
