@@ -10,6 +10,7 @@ would run code is refused instead of executed.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,13 @@ def load_file(path: str | Path, kind: str, method: str | None = None) -> dict[st
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refused to load {str(path)!r}: it holds objects that safe loading "
-            f"(weights_only=True) does not allow, so it may run code ({exc})"
-        ) from None
+        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        if refused:
+            raise CheckpointError(
+                f"refused to load {str(path)!r}: it holds an object ({refused.group(1)}) that "
+                "safe loading (weights_only=True) does not allow, since loading it could run code"
+            ) from None
+        raise CheckpointError(f"{str(path)!r} is not a readable {kind} file") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{str(path)!r} is not a readable {kind} file: {exc}") from None
     expected = f"encircle-{kind}"

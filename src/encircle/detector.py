@@ -104,6 +104,7 @@ class Detector:
         self.sample_shape_ = tuple(samples.shape[1:])
         self.preprocess_ = Preprocess(cfg.data.preprocess).fit(train)
         self.model_kwargs_ = self._model_kwargs(self.sample_shape_)
+        torch.manual_seed(cfg.seed)  # the network's initial weights
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
             raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")

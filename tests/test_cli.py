@@ -1,0 +1,66 @@
+"""The command line: exit codes, one-line errors, and the files a run writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from encircle.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "nope"], "error: unknown protocol 'nope'; expected one of"),
+        (["run", "seed000", "--set", "train.epoch=1"], "error: unknown config key 'train.epoch'"),
+        (["run", "seed000", "--set", "train.epochs=many"], "error: train.epochs must be an integer"),
+        (["run", "seed000", "--set", "epochs"], "error: --set expects KEY=VALUE"),
+        (["run", "seed000", "--config", "missing.toml"], "error: config file 'missing.toml' does not exist"),
+        (["score", "missing.pt", "missing.npy"], "error: detector file 'missing.pt' does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *argv, "--quiet")
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(message), err
+    assert "Traceback" not in err
+
+
+def test_output_directory_that_is_a_file(capsys, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("")
+    code, _, err = run_cli(capsys, "run", "seed000", "--quick", "--out", str(target), "--quiet")
+    assert code == 2 and "is not a directory" in err
+
+
+def test_list(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    assert "seed000" in out and "deep-svdd" in out and "lenet-mnist" in out
+
+
+def test_fit_and_score_on_an_array_file(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "normal.npy", rng.normal(size=(300, 8)).astype(np.float32))
+    np.save(tmp_path / "new.npy", np.concatenate([rng.normal(size=(20, 8)), rng.normal(8, 1, size=(20, 8))]).astype(np.float32))
+    code, out, err = run_cli(
+        capsys, "fit", str(tmp_path / "normal.npy"), "--out", str(tmp_path / "det.pt"),
+        "--set", "train.epochs=5", "--quiet",
+    )
+    assert code == 0, err
+    assert "mlp" in out
+    code, out, err = run_cli(
+        capsys, "score", str(tmp_path / "det.pt"), str(tmp_path / "new.npy"), "--out", str(tmp_path / "s.csv"), "--quiet"
+    )
+    assert code == 0, err
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0] == "index,score,prediction" and len(rows) == 41
+    predictions = [int(r.split(",")[2]) for r in rows[1:]]
+    assert sum(p == -1 for p in predictions[20:]) >= 18, "the shifted samples are anomalies"
