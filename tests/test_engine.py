@@ -119,6 +119,6 @@ def test_pickle_payload_is_refused_and_does_not_run(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "encircle-checkpoint", "format_version": 1, "x": Payload(str(marker))}, path)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match=r"holds an object \(builtins.open\) that safe loading"):
+    with pytest.raises(CheckpointError, match=r"holds an object \(io.open\) that safe loading"):
         load_file(path, "checkpoint")
     assert not os.path.exists(marker), "the payload ran"
