@@ -20,7 +20,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     raise DataError(f"expected uint8 or floating-point samples, got {x.dtype}")
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float
+) -> torch.Tensor:
     """``(x - mean) / std``, broadcasting ``mean``/``std`` against ``x``."""
     return (x - mean) / std
 
@@ -42,17 +44,18 @@ def global_contrast_normalization(x: torch.Tensor, scale: str = "l1") -> torch.T
         raise DataError(f"expected a batch (N, ...), got shape {tuple(x.shape)}")
     flat = x.reshape(x.shape[0], -1)
     centered = flat - flat.mean(dim=1, keepdim=True)
-    if scale == "l1":
-        s = centered.abs().mean(dim=1, keepdim=True)
-    else:
-        s = centered.pow(2).mean(dim=1, keepdim=True).sqrt()
+    s = centered.abs().mean(dim=1, keepdim=True) if scale == "l1" else centered.pow(2).mean(dim=1, keepdim=True).sqrt()
     s = torch.where(s > 0, s, torch.ones_like(s))
     return (centered / s).reshape(x.shape)
 
 
-def min_max_scale(x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
+def min_max_scale(
+    x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float
+) -> torch.Tensor:
     """``(x - lo) / (hi - lo)``: maps the training range ``[lo, hi]`` onto ``[0, 1]``."""
     span = hi - lo
     if float(span) <= 0:
-        raise DataError(f"min_max_scale: hi must be greater than lo, got lo={float(lo)}, hi={float(hi)}")
+        raise DataError(
+            f"min_max_scale: hi must be greater than lo, got lo={float(lo)}, hi={float(hi)}"
+        )
     return (x - lo) / span
