@@ -1,6 +1,5 @@
 """The command line: exit codes, one-line errors, and the files a run writes."""
 
-import json
 
 import numpy as np
 import pytest
@@ -49,15 +48,30 @@ def test_list(capsys):
 def test_fit_and_score_on_an_array_file(capsys, tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "normal.npy", rng.normal(size=(300, 8)).astype(np.float32))
-    np.save(tmp_path / "new.npy", np.concatenate([rng.normal(size=(20, 8)), rng.normal(8, 1, size=(20, 8))]).astype(np.float32))
+    np.save(
+        tmp_path / "new.npy",
+        np.concatenate([rng.normal(size=(20, 8)), rng.normal(8, 1, size=(20, 8))]).astype(np.float32),
+    )
     code, out, err = run_cli(
-        capsys, "fit", str(tmp_path / "normal.npy"), "--out", str(tmp_path / "det.pt"),
-        "--set", "train.epochs=5", "--quiet",
+        capsys,
+        "fit",
+        str(tmp_path / "normal.npy"),
+        "--out",
+        str(tmp_path / "det.pt"),
+        "--set",
+        "train.epochs=5",
+        "--quiet",
     )
     assert code == 0, err
     assert "mlp" in out
     code, out, err = run_cli(
-        capsys, "score", str(tmp_path / "det.pt"), str(tmp_path / "new.npy"), "--out", str(tmp_path / "s.csv"), "--quiet"
+        capsys,
+        "score",
+        str(tmp_path / "det.pt"),
+        str(tmp_path / "new.npy"),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--quiet",
     )
     assert code == 0, err
     rows = (tmp_path / "s.csv").read_text().splitlines()

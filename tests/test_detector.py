@@ -20,8 +20,14 @@ def test_threshold_at_tpr_by_hand():
 
 
 def config(**extra):
-    base = {"model.name": "mlp", "model.out_features": 4, "data.preprocess": "standardize",
-            "train.epochs": 3, "train.batch_size": 32, "train.lr": 1e-2}
+    base = {
+        "model.name": "mlp",
+        "model.out_features": 4,
+        "data.preprocess": "standardize",
+        "train.epochs": 3,
+        "train.batch_size": 32,
+        "train.lr": 1e-2,
+    }
     return with_overrides(RunConfig(), {**base, **extra})
 
 

@@ -27,12 +27,16 @@ def train(epochs, tmp_path=None, resume=False, checkpoint_every=0, seed=0):
     method = make_method()
     x, y = data()
     result = fit(
-        method, x, y,
+        method,
+        x,
+        y,
         TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, checkpoint_every=checkpoint_every),
-        preprocess=Preprocess("standardize").fit(x), seed=seed,
+        preprocess=Preprocess("standardize").fit(x),
+        seed=seed,
         checkpoint_path=tmp_path / "ckpt.pt" if tmp_path else None,
         history_path=tmp_path / "history.jsonl" if tmp_path else None,
-        resume=resume, progress=False,
+        resume=resume,
+        progress=False,
     )
     return method, result
 

@@ -13,7 +13,9 @@ from encircle.experiments import run_protocol
 def test_seed000_quick_learns_on_real_digits(tmp_path, capsys):
     try:
         results = run_protocol(
-            "seed000", out_dir=tmp_path, quick=True,
+            "seed000",
+            out_dir=tmp_path,
+            quick=True,
             overrides={"data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2},
             progress=False,
         )
@@ -32,8 +34,22 @@ def test_seed000_quick_learns_on_real_digits(tmp_path, capsys):
 
 
 def test_cli_run_prints_the_table(tmp_path, capsys):
-    code = main(["run", "seed000", "--quick", "--out", str(tmp_path), "--quiet",
-                 "--set", "data.max_train=1000", "--set", "data.max_test=500", "--set", "train.epochs=1"])
+    code = main(
+        [
+            "run",
+            "seed000",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "data.max_train=1000",
+            "--set",
+            "data.max_test=500",
+            "--set",
+            "train.epochs=1",
+        ]
+    )
     out, err = capsys.readouterr()
     if code == 2 and "error:" in err and "mnist" in err:  # pragma: no cover - data missing
         pytest.skip(err)

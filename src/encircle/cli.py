@@ -294,6 +294,13 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
     print(f"wall time {results['wall_seconds']:.1f} s; results in {out / 'results.json'}")
 
 
+def _number(value: Any) -> str:
+    """Four decimals for values like rates, four significant digits for the rest."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    return f"{value:.4f}" if value == 0 or 1e-2 <= abs(value) <= 1 else f"{value:.4g}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

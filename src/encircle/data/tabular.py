@@ -47,6 +47,10 @@ def load_arrays(path: str | Path) -> ImageDataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"array file {str(path)!r} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        raise DataError(f"{str(path)!r} is not a readable .npy/.npz file (magic bytes {magic!r})")
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
