@@ -219,7 +219,7 @@ def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 

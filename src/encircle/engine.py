@@ -152,7 +152,7 @@ def fit(
     pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
     method.to(device)
     if config.channels_last:
-        method.to(memory_format=torch.channels_last)
+        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":  # small uint8 datasets live on the GPU; batches slice there
         samples, labels = samples.to(device), labels.to(device)
 

@@ -12,6 +12,7 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch
 from encircle.errors import DataError
 
 #: IDX type code -> NumPy dtype (big-endian, as the format stores it).
-IDX_TYPES = {
+IDX_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -40,7 +40,8 @@ def load_image_folder(path: str | Path) -> ImageDataset:
         if classes
         else [(0, sorted(_images(root)))]
     )
-    arrays, labels = [], []
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
     for label, files in groups:
         for file in files:
             try:

@@ -43,6 +43,8 @@ class DeepSVDD(Method):
         if not eps >= 0:
             raise ConfigError(f"method.eps must be >= 0, got {eps}")
         self.eps = eps
+        self.center: torch.Tensor
+        self.center_ready: torch.Tensor
         self.register_buffer("center", torch.zeros(net.out_features))
         self.register_buffer("center_ready", torch.tensor(False))
 
