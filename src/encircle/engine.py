@@ -261,9 +261,8 @@ def _make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimize
 
 
 def _fmt(record: dict[str, Any]) -> str:
-    return " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-    )
+    shown = {k: v for k, v in record.items() if k in ("loss", "images_per_s") or k.endswith("auroc")}
+    return " ".join(f"{k}={v:.4g}" for k, v in shown.items())
 
 
 def _json_line(record: dict[str, Any]) -> str:

@@ -55,9 +55,7 @@ def download(
             break
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             last_error = exc
-            log.warning(
-                "download of %s failed (attempt %d/%d): %s", url, attempt + 1, retries + 1, exc
-            )
+            log.info("download of %s failed (attempt %d/%d): %s", url, attempt + 1, retries + 1, exc)
     else:
         raise DownloadError(f"could not download {url}: {last_error}")
     got = file_sha256(part)

@@ -124,12 +124,13 @@ def _resolve_idx(
         return None
     target = data_home() / spec.name
     for base in spec.urls:
+        if base in _UNREACHABLE:
+            continue
         try:
-            paths = [
-                download(base + n, target / n, spec.sha256[n], timeout=10, retries=1) for n in names
-            ]
+            paths = [download(base + n, target / n, spec.sha256[n], timeout=10, retries=1) for n in names]
             return paths[0], paths[1]
         except DownloadError as exc:
+            _UNREACHABLE.add(base)  # not waited on again in this process (e.g. for the other split)
             log.warning("%s: download from %s failed: %s", spec.name, base, exc)
     return None
 
