@@ -18,9 +18,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, machine, write_json  # noqa: E402
-
-from encircle.metrics import auroc, ood_metrics  # noqa: E402
+from _common import best_of, machine, write_json
+from encircle.metrics import auroc, ood_metrics
 
 
 def torch_auroc(scores: torch.Tensor, is_ood: torch.Tensor) -> float:
@@ -95,7 +94,9 @@ def main() -> None:
         "speedup_ood_metrics_vs_sklearn_auroc_and_ap": sk_all / rows["encircle ood_metrics (cpu)"][0],
     }
     if torch.cuda.is_available():
-        results["speedup_auroc_vs_torch_cuda"] = rows["torch argsort auroc (cuda)"][0] / rows["encircle auroc (cuda)"][0]
+        results["speedup_auroc_vs_torch_cuda"] = (
+            rows["torch argsort auroc (cuda)"][0] / rows["encircle auroc (cuda)"][0]
+        )
     for name, value in results["auroc"].items():
         if abs(value - reference) > 1e-9:
             raise SystemExit(f"{name} gives AUROC {value}, scikit-learn {reference}")

@@ -34,13 +34,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write_json  # noqa: E402
-
-from encircle.config import RunConfig, with_overrides  # noqa: E402
-from encircle.data import load_dataset  # noqa: E402
-from encircle.detector import Detector  # noqa: E402
-from encircle.metrics import auroc  # noqa: E402
-from encircle.models import create_model  # noqa: E402
+from _common import machine, write_json
+from encircle.config import RunConfig, with_overrides
+from encircle.data import load_dataset
+from encircle.detector import Detector
+from encircle.metrics import auroc
+from encircle.models import create_model
 
 HERE = Path(__file__).parent
 PEER_VENV = HERE / ".peer-venv"
@@ -171,7 +170,9 @@ def main() -> None:
         "machine": {**machine(), "fp32_matmul_peak_flops": peak},
         "rows": rows,
         "speedup_vs_peer": {
-            name: peer["train_seconds"] / row["train_seconds"] for name, row in rows.items() if name != "pytorch-ood seed loop"
+            name: peer["train_seconds"] / row["train_seconds"]
+            for name, row in rows.items()
+            if name != "pytorch-ood seed loop"
         },
         "peer": runs["pytorch-ood seed loop"][0].get("pytorch_ood"),
     }
