@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from encircle.functional import one_class_svdd_loss, squared_distances, svdd_center
+from encircle.functional import (
+    one_class_svdd_loss,
+    soft_boundary_svdd_loss,
+    squared_distances,
+    svdd_center,
+    svdd_radius,
+)
 
 
 def test_squared_distances_by_hand():
@@ -29,6 +35,22 @@ def test_svdd_center_eps_rule():
 def test_one_class_loss_by_hand():
     z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     # ((1-0)^2 + 0) and (0 + (2-0)^2): mean of 1 and 4
-    assert one_class_svdd_loss(z, torch.zeros(2)).item() == pytest.approx(2.5)
+    assert one_class_svdd_loss(squared_distances(z, torch.zeros(2))).item() == pytest.approx(2.5)
     # center (1, 1): distances 1 and 2 -> mean 1.5
-    assert one_class_svdd_loss(z, torch.ones(2)).item() == pytest.approx(1.5)
+    assert one_class_svdd_loss(squared_distances(z, torch.ones(2))).item() == pytest.approx(1.5)
+
+
+def test_soft_boundary_loss_by_hand():
+    dist = torch.tensor([0.5, 1.0, 3.0, 5.0])
+    # R = 1: R^2 + 1/nu * mean(max(0, d - 1)) = 1 + (0 + 0 + 2 + 4) / 4 / 0.5 = 4
+    assert soft_boundary_svdd_loss(dist, torch.tensor(1.0), nu=0.5).item() == pytest.approx(4.0)
+    # R = 0: everything outside: 0 + mean(d) / 1
+    assert soft_boundary_svdd_loss(dist, torch.tensor(0.0), nu=1.0).item() == pytest.approx(2.375)
+
+
+def test_radius_is_the_quantile_of_distances():
+    dist = torch.tensor([1.0, 4.0, 9.0, 16.0, 25.0])  # sqrt: 1..5
+    # (1 - nu) = 0.75 quantile of 1,2,3,4,5 with linear interpolation: 4
+    assert svdd_radius(dist, 0.25).item() == pytest.approx(4.0)
+    # 0.9 quantile: 4 + 0.6 * (5 - 4) = 4.6
+    assert svdd_radius(dist, 0.1).item() == pytest.approx(4.6)

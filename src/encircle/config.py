@@ -61,10 +61,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Method name (see ``encircle.methods.list_methods()``) and its hyperparameters."""
+    """Method name (see ``encircle.methods.list_methods()``) and its hyperparameters.
+
+    Each method takes the fields its constructor names (Deep SVDD: ``objective``,
+    ``nu``, ``eps``, ``warm_up_epochs``, ``radius_update``); values are checked there.
+    """
 
     name: str = "deep-svdd"
+    objective: str = "one-class"
+    nu: float = 0.1
     eps: float = 0.1
+    warm_up_epochs: int = 10
+    radius_update: str = "batch"
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Every hyperparameter but ``name``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
 
 @dataclass(frozen=True)

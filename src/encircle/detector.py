@@ -22,7 +22,7 @@ from encircle.config import RunConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
 from encircle.engine import FitResult, InputPipeline, fit, resolve_device, score_samples
 from encircle.errors import CheckpointError, DataError
-from encircle.methods import create_method
+from encircle.methods import create_method, method_parameters
 from encircle.methods.base import Method
 from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
@@ -108,7 +108,8 @@ class Detector:
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
             raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")
-        self.method_kwargs_ = {"eps": cfg.method.eps}
+        accepted = method_parameters(cfg.method.name)
+        self.method_kwargs_ = {k: v for k, v in cfg.method.to_kwargs().items() if k in accepted}
         self.method_ = create_method(cfg.method.name, net, **self.method_kwargs_)
         out = Path(out_dir) if out_dir is not None else None
         self.fit_result_: FitResult | None = fit(

@@ -205,8 +205,10 @@ def fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            method.after_step(epoch)
             loss_sum += loss.detach() * len(y)
             bar.update()
+        method.after_epoch(epoch, lambda: pipeline.batches(samples, labels, 1024))
         scheduler.step()
         seconds = time.perf_counter() - epoch_start
         record: dict[str, Any] = {

@@ -51,10 +51,30 @@ def svdd_center(mean_output: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
     return c
 
 
-def one_class_svdd_loss(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """One-class Deep SVDD objective: ``mean_i ||f(x_i) - c||^2``.
+def one_class_svdd_loss(dist: torch.Tensor) -> torch.Tensor:
+    """One-class Deep SVDD objective on squared distances: ``mean_i ||f(x_i) - c||^2``.
 
     Ruff et al., "Deep One-Class Classification", ICML 2018, Eq. (4), without the weight
     decay term, which the optimiser applies.
     """
-    return squared_distances(z, center).mean()
+    return dist.mean()
+
+
+def soft_boundary_svdd_loss(dist: torch.Tensor, radius: torch.Tensor, nu: float) -> torch.Tensor:
+    """Soft-boundary Deep SVDD objective on squared distances ``dist``.
+
+    ``R^2 + (1 / nu) * mean_i max(0, ||f(x_i) - c||^2 - R^2)`` (Ruff et al., ICML 2018,
+    Eq. 3, weight decay left to the optimiser). ``R`` is not optimised by gradient: the
+    authors' code re-sets it from the distances (:func:`svdd_radius`).
+    """
+    r2 = radius.pow(2)
+    return r2 + torch.clamp(dist - r2, min=0).mean() / nu
+
+
+def svdd_radius(dist: torch.Tensor, nu: float) -> torch.Tensor:
+    """The radius ``R`` that leaves a fraction ``nu`` of the points outside the sphere.
+
+    ``R`` = the ``(1 - nu)`` quantile (linear interpolation, as ``np.quantile``) of the
+    distances ``||f(x) - c||`` (not squared), as ``get_radius`` in the authors' code.
+    """
+    return torch.quantile(dist.detach().double().sqrt(), 1.0 - nu).to(dist.dtype)

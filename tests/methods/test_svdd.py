@@ -63,3 +63,60 @@ def test_center_survives_state_dict():
     other.load_state_dict(method.state_dict())
     assert torch.equal(other.center, method.center)
     assert bool(other.center_ready)
+
+
+def test_soft_boundary_loss_score_and_radius_update_by_hand():
+    method = DeepSVDD(Linear2(), objective="soft-boundary", nu=0.5, warm_up_epochs=1)
+    method.setup(batches(torch.tensor([[1.0, 1.0], [3.0, 3.0]])))  # center (2, 0.1), R = 0
+    x = torch.tensor([[2.0, 10.0], [0.0, 0.0], [4.0, 10.0]])  # distances 0, 4.01, 4
+    y = torch.zeros(3, dtype=torch.int64)
+    # R = 0: 0 + mean(0, 4.01, 4) / 0.5
+    assert method.loss(x, y).item() == pytest.approx((4.01 + 4) / 3 / 0.5)
+    method.after_step(epoch=0)  # still warming up: R unchanged
+    assert method.radius.item() == 0.0
+    method.after_step(epoch=1)  # R = 0.5 quantile of sqrt(0, 4.01, 4) = 2
+    assert method.radius.item() == pytest.approx(2.0)
+    assert torch.allclose(method.score(x), torch.tensor([-4.0, 0.01, 0.0]), atol=1e-5)
+
+
+def test_soft_boundary_errors():
+    with pytest.raises(ConfigError, match=r"method.nu must be in \(0, 1\], got 0"):
+        DeepSVDD(Linear2(), objective="soft-boundary", nu=0)
+    with pytest.raises(ConfigError, match=r"method.nu must be in \(0, 1\], got 1.5"):
+        DeepSVDD(Linear2(), nu=1.5)
+    with pytest.raises(ConfigError, match="method.objective must be one of"):
+        DeepSVDD(Linear2(), objective="hard")
+    with pytest.raises(ConfigError, match="method.radius_update must be one of"):
+        DeepSVDD(Linear2(), radius_update="never")
+
+
+@pytest.mark.parametrize("radius_update", ["batch", "epoch"])
+def test_nu_property_on_real_digits(radius_update):
+    """After training, about a fraction nu of the training points lies outside the sphere."""
+    from sklearn.datasets import load_digits
+
+    from encircle.config import RunConfig, with_overrides
+    from encircle.detector import Detector
+
+    x, y = load_digits(return_X_y=True)
+    normal = torch.from_numpy(x[y == 0]).float()  # 178 real 8x8 digits
+    config = with_overrides(
+        RunConfig(),
+        {
+            "model.name": "mlp",
+            "model.out_features": 8,
+            "data.preprocess": "standardize",
+            "method.objective": "soft-boundary",
+            "method.nu": 0.2,
+            "method.warm_up_epochs": 3,
+            "method.radius_update": radius_update,
+            "train.epochs": 15,
+            "train.batch_size": 32,
+            "train.lr": 1e-3,
+            "calibration.holdout": 0.0,
+        },
+    )
+    detector = Detector(config).fit(normal, progress=False)
+    outside = (detector.score(normal) > 0).float().mean().item()
+    assert detector.method_.radius.item() > 0
+    assert 0.1 <= outside <= 0.3, outside

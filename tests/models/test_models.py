@@ -10,7 +10,7 @@ def test_registry_lists_and_builds():
     assert {"seed000", "lenet-mnist", "mlp"} <= set(list_models())
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         create_model("nope")
-    with pytest.raises(ConfigError, match="does not take these arguments"):
+    with pytest.raises(ConfigError, match=r"model 'seed000' does not take the arguments \['widht'\]"):
         create_model("seed000", widht=3)
 
 

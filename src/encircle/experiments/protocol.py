@@ -23,7 +23,8 @@ import torch
 from encircle import __version__
 from encircle._io import atomic_write_json
 from encircle.config import RunConfig, flatten, load_toml, with_overrides
-from encircle.errors import ConfigError, DataError
+from encircle.errors import DataError
+from encircle.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +53,14 @@ class Protocol:
     quick: dict[str, Any] = field(default_factory=dict)
 
 
-_PROTOCOLS: dict[str, Protocol] = {}
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+get_protocol = PROTOCOLS.get
+list_protocols = PROTOCOLS.names
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
-    """Add ``protocol`` to the registry."""
-    if protocol.name in _PROTOCOLS:
-        raise ConfigError(f"protocol {protocol.name!r} is registered twice")
-    _PROTOCOLS[protocol.name] = protocol
-    return protocol
-
-
-def get_protocol(name: str) -> Protocol:
-    """The protocol called ``name``."""
-    if name not in _PROTOCOLS:
-        raise ConfigError(
-            f"unknown protocol {name!r}; expected one of {', '.join(list_protocols())}"
-        )
-    return _PROTOCOLS[name]
-
-
-def list_protocols() -> list[str]:
-    """Names of every registered protocol, sorted."""
-    return sorted(_PROTOCOLS)
+    """Add ``protocol`` to the registry under its name."""
+    return PROTOCOLS.add(protocol.name, protocol)
 
 
 def build_config(

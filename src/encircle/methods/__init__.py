@@ -2,7 +2,7 @@
 
 from encircle.methods import svdd
 from encircle.methods.base import Method
-from encircle.methods.registry import create_method, list_methods, register_method
+from encircle.methods.registry import create_method, list_methods, method_parameters, register_method
 from encircle.methods.svdd import DeepSVDD
 
-__all__ = ["DeepSVDD", "Method", "create_method", "list_methods", "register_method", "svdd"]
+__all__ = ["DeepSVDD", "Method", "create_method", "list_methods", "method_parameters", "register_method", "svdd"]

@@ -8,12 +8,15 @@ the training data before training, its training loss on a batch, and its outlier
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from encircle.models.base import Backbone
+
+#: Preprocessed ``(x, y)`` training batches on the device.
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
 class Method(nn.Module):
@@ -44,6 +47,12 @@ class Method(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Training loss on a preprocessed batch ``x`` with labels ``y``."""
         raise NotImplementedError
+
+    def after_step(self, epoch: int) -> None:
+        """Called after every optimiser step (``epoch`` counts from 0); default: nothing."""
+
+    def after_epoch(self, epoch: int, batches: Callable[[], Batches]) -> None:
+        """Called after every epoch with a factory of training batches; default: nothing."""
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Outlier score of a preprocessed batch, higher = more anomalous, float32."""
