@@ -67,7 +67,5 @@ def load_file(path: str | Path, kind: str, method: str | None = None) -> dict[st
             f"({__version__}) reads versions up to {FORMAT_VERSION}: upgrade encircle"
         )
     if method is not None and state.get("method") != method:
-        raise CheckpointError(
-            f"{str(path)!r} was written by method {state.get('method')!r}, expected {method!r}"
-        )
+        raise CheckpointError(f"{str(path)!r} was written by method {state.get('method')!r}, expected {method!r}")
     return state

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from encircle.checkpoint import load_file, save_file
-from encircle.config import RunConfig, flatten, with_overrides
+from encircle.config import RunConfig, TrainConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
 from encircle.engine import FitResult, InputPipeline, fit, resolve_device, score_samples
 from encircle.errors import CheckpointError, DataError
@@ -29,6 +29,9 @@ from encircle.models.base import Backbone
 from encircle.preprocess import Preprocess
 
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
+#: (checkpoint, history) file names in ``out_dir`` for the training and pretraining runs.
+TRAIN_FILES = ("checkpoint.pt", "history.jsonl")
+PRETRAIN_FILES = ("pretrain.pt", "pretrain_history.jsonl")
 
 
 def threshold_at_tpr(normal_scores: torch.Tensor, tpr: float) -> float:
@@ -52,14 +55,9 @@ def _as_samples(data: ArrayLike, what: str) -> torch.Tensor:
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(np.ascontiguousarray(data))
     if not isinstance(data, torch.Tensor):
-        raise DataError(
-            f"{what} must be an ImageDataset, a tensor or a NumPy array, got {type(data).__name__}"
-        )
+        raise DataError(f"{what} must be an ImageDataset, a tensor or a NumPy array, got {type(data).__name__}")
     if data.ndim < 2:
-        raise DataError(
-            f"{what} must have a sample axis and at least one feature axis, "
-            f"got shape {tuple(data.shape)}"
-        )
+        raise DataError(f"{what} must have a sample axis and at least one feature axis, got shape {tuple(data.shape)}")
     if data.dtype != torch.uint8 and not data.is_floating_point():
         raise DataError(f"{what} must be uint8 images or floating-point features, got {data.dtype}")
     return data
@@ -94,8 +92,10 @@ class Detector:
     ) -> Detector:
         """Train on normal ``data`` and calibrate the threshold on a held-out part.
 
-        ``out_dir`` receives ``checkpoint.pt`` and ``history.jsonl``; ``resume`` continues
-        from that checkpoint.
+        With ``method.pretrain``, an autoencoder whose encoder is the network is trained
+        first (``pretrain_result_`` holds its history). ``out_dir`` receives
+        ``checkpoint.pt`` and ``history.jsonl`` (and ``pretrain.pt``,
+        ``pretrain_history.jsonl``); ``resume`` continues from those checkpoints.
         """
         cfg = self.config
         samples = _as_samples(data, "data")
@@ -108,23 +108,34 @@ class Detector:
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
             raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")
+        out = Path(out_dir) if out_dir is not None else None
+
+        def train_method(method: Method, settings: TrainConfig, files: tuple[str, str], **extra: Any) -> FitResult:
+            return fit(
+                method,
+                train,
+                torch.zeros(len(train), dtype=torch.int64),
+                settings,
+                preprocess=self.preprocess_,
+                seed=cfg.seed,
+                checkpoint_path=out / files[0] if out else None,
+                history_path=out / files[1] if out else None,
+                resume=resume,
+                progress=progress,
+                **extra,
+            )
+
+        self.pretrain_result_: FitResult | None = None
+        main_checkpoint_exists = out is not None and (out / TRAIN_FILES[0]).is_file()
+        if cfg.method.pretrain and not (resume and main_checkpoint_exists):
+            # the autoencoder shares `net` as its encoder: its trained weights carry over
+            autoencoder = create_method("autoencoder", net)
+            self.pretrain_result_ = train_method(autoencoder, cfg.method.pretrain_config(cfg.train), PRETRAIN_FILES)
         accepted = method_parameters(cfg.method.name)
         self.method_kwargs_ = {k: v for k, v in cfg.method.to_kwargs().items() if k in accepted}
         self.method_ = create_method(cfg.method.name, net, **self.method_kwargs_)
-        out = Path(out_dir) if out_dir is not None else None
-        self.fit_result_: FitResult | None = fit(
-            self.method_,
-            train,
-            torch.zeros(len(train), dtype=torch.int64),
-            cfg.train,
-            preprocess=self.preprocess_,
-            seed=cfg.seed,
-            eval_hook=eval_hook,
-            checkpoint_path=out / "checkpoint.pt" if out else None,
-            history_path=out / "history.jsonl" if out else None,
-            resume=resume,
-            metadata={"config": cfg.to_dict()},
-            progress=progress,
+        self.fit_result_: FitResult | None = train_method(
+            self.method_, cfg.train, TRAIN_FILES, eval_hook=eval_hook, metadata={"config": cfg.to_dict()}
         )
         calibration = samples[holdout_idx] if len(holdout_idx) else train
         self.threshold_ = threshold_at_tpr(self.score(calibration), cfg.calibration.tpr)
@@ -134,9 +145,7 @@ class Detector:
         holdout = self.config.calibration.holdout
         n_holdout = math.ceil(holdout * n) if holdout > 0 else 0
         if n - n_holdout < 1 or (holdout > 0 and n < 2):
-            raise DataError(
-                f"fit needs at least 2 normal samples (training + calibration), got {n}"
-            )
+            raise DataError(f"fit needs at least 2 normal samples (training + calibration), got {n}")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
@@ -149,9 +158,7 @@ class Detector:
     # -- inference --------------------------------------------------------------------
     def input_pipeline(self) -> InputPipeline:
         train = self.config.train
-        return InputPipeline(
-            self.preprocess_, resolve_device(train.device), train.channels_last, train.amp
-        )
+        return InputPipeline(self.preprocess_, resolve_device(train.device), train.channels_last, train.amp)
 
     def score(self, data: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
         """Anomaly scores (higher = more anomalous), float32 on the CPU."""
@@ -214,7 +221,5 @@ class Detector:
             detector.method_kwargs_ = dict(state["method_kwargs"])
             detector.fit_result_ = None
         except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{str(path)!r} does not fit this encircle's networks: {exc}"
-            ) from None
+            raise CheckpointError(f"{str(path)!r} does not fit this encircle's networks: {exc}") from None
         return detector

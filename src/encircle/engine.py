@@ -39,9 +39,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'"
-        )
+        raise ConfigError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -219,9 +217,7 @@ def fit(
             "images_per_s": n / seconds,
         }
         last = epoch + 1 == config.epochs
-        if eval_hook is not None and (
-            last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
-        ):
+        if eval_hook is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
             record.update(eval_hook(method))
             method.train()
         result.history.append(record)
@@ -229,9 +225,7 @@ def fit(
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, _fmt(record))
         if history_path is not None:
             atomic_write_text(history_path, "".join(_json_line(r) for r in result.history))
-        if ckpt is not None and (
-            last or (config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0)
-        ):
+        if ckpt is not None and (last or (config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0)):
             save_file(
                 ckpt,
                 "checkpoint",
@@ -256,9 +250,7 @@ def fit(
 def _make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in method.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 

@@ -39,10 +39,7 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if self.kind not in PREPROCESS_KINDS:
-            raise ConfigError(
-                f"unknown data.preprocess {self.kind!r}; "
-                f"expected one of {', '.join(PREPROCESS_KINDS)}"
-            )
+            raise ConfigError(f"unknown data.preprocess {self.kind!r}; expected one of {', '.join(PREPROCESS_KINDS)}")
 
     def fit(self, samples: torch.Tensor) -> Preprocess:
         """Learn the constants from the training ``samples``; returns ``self``."""
@@ -83,7 +80,5 @@ class Preprocess:
         """Rebuild from :meth:`state`."""
         params = state.get("params", {})
         if not isinstance(params, dict):
-            raise DataError(
-                f"preprocessing state: 'params' must be a dict, got {type(params).__name__}"
-            )
+            raise DataError(f"preprocessing state: 'params' must be a dict, got {type(params).__name__}")
         return cls(kind=str(state.get("kind")), params=params)

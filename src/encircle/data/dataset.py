@@ -39,13 +39,9 @@ class ImageDataset:
                 f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
             )
         if self.images.shape[0] != self.labels.shape[0]:
-            raise DataError(
-                f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"
-            )
+            raise DataError(f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels")
         if self.images.dtype == torch.uint8 and self.images.ndim != 4:
-            raise DataError(
-                f"{self.name}: uint8 images must be (N, C, H, W), got shape {tuple(self.images.shape)}"
-            )
+            raise DataError(f"{self.name}: uint8 images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

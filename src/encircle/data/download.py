@@ -31,9 +31,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def download(
-    url: str, dest: str | Path, sha256: str, *, timeout: float = 30.0, retries: int = 2
-) -> Path:
+def download(url: str, dest: str | Path, sha256: str, *, timeout: float = 30.0, retries: int = 2) -> Path:
     """Fetch ``url`` to ``dest`` and verify its sha256; returns ``dest``.
 
     An existing ``dest`` with the right checksum is kept as is. Network errors are retried
@@ -61,9 +59,7 @@ def download(
     got = file_sha256(part)
     if got != sha256:
         part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; the file was removed"
-        )
+        raise DownloadError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; the file was removed")
     os.replace(part, dest)
     log.info("downloaded %s -> %s", url, dest)
     return dest

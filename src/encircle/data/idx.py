@@ -49,9 +49,7 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_IDX_BYTES) -> torch.Tenso
         with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
             magic = handle.read(4)
             if len(magic) < 4 or magic[:2] != b"\x00\x00":
-                raise DataError(
-                    f"{str(path)!r} is not an IDX file: magic bytes {magic!r}, expected 00 00 TT NN"
-                )
+                raise DataError(f"{str(path)!r} is not an IDX file: magic bytes {magic!r}, expected 00 00 TT NN")
             code, ndim = magic[2], magic[3]
             if code not in IDX_TYPES:
                 raise DataError(
@@ -61,9 +59,7 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_IDX_BYTES) -> torch.Tenso
                 raise DataError(f"{str(path)!r}: IDX header declares 0 dimensions")
             raw_dims = handle.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
-                raise DataError(
-                    f"{str(path)!r}: IDX header is truncated ({ndim} dimensions declared)"
-                )
+                raise DataError(f"{str(path)!r}: IDX header is truncated ({ndim} dimensions declared)")
             dims = struct.unpack(f">{ndim}I", raw_dims)
             dtype = IDX_TYPES[code]
             payload = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
@@ -86,9 +82,7 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_IDX_BYTES) -> torch.Tenso
                     f"for shape {dims}, got {len(data):,}"
                 )
             if compressed and handle.read(1):
-                raise DataError(
-                    f"{str(path)!r}: more data than the IDX header's shape {dims} declares"
-                )
+                raise DataError(f"{str(path)!r}: more data than the IDX header's shape {dims} declares")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{str(path)!r} is a truncated or corrupt gzip file: {exc}") from None
     array = np.frombuffer(data, dtype=dtype).reshape(dims)

@@ -28,18 +28,12 @@ def load_image_folder(path: str | Path) -> ImageDataset:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:  # pragma: no cover - Pillow comes with the plot extra
-        raise DataError(
-            "reading image folders needs Pillow: pip install 'encircle[plot]'"
-        ) from None
+        raise DataError("reading image folders needs Pillow: pip install 'encircle[plot]'") from None
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder")
     classes = sorted(p for p in root.iterdir() if p.is_dir())
-    groups = (
-        [(i, sorted(_images(c))) for i, c in enumerate(classes)]
-        if classes
-        else [(0, sorted(_images(root)))]
-    )
+    groups = [(i, sorted(_images(c))) for i, c in enumerate(classes)] if classes else [(0, sorted(_images(root)))]
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     for label, files in groups:

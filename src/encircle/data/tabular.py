@@ -15,9 +15,7 @@ from encircle.data.dataset import ImageDataset
 from encircle.errors import DataError
 
 
-def _as_images_or_features(
-    x: np.ndarray, labels: np.ndarray, name: str, source: str
-) -> ImageDataset:
+def _as_images_or_features(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> ImageDataset:
     """uint8 image arrays -> ``(N, C, H, W)``; other numbers -> float32 features ``(N, D)``."""
     if x.dtype == np.uint8:
         if x.ndim == 3:  # (N, H, W)
@@ -25,9 +23,7 @@ def _as_images_or_features(
         elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
             x = x.transpose(0, 3, 1, 2)
         if x.ndim != 4:
-            raise DataError(
-                f"{name}: uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}"
-            )
+            raise DataError(f"{name}: uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}")
         images = torch.from_numpy(np.ascontiguousarray(x))
     elif np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating):
         if x.ndim < 2:
@@ -54,9 +50,7 @@ def load_arrays(path: str | Path) -> ImageDataset:
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        raise DataError(
-            f"{str(path)!r}: refused to load (object arrays need pickle): {exc}"
-        ) from None
+        raise DataError(f"{str(path)!r}: refused to load (object arrays need pickle): {exc}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{str(path)!r} is not a readable .npy/.npz file: {exc}") from None
     if isinstance(loaded, np.ndarray):
@@ -66,16 +60,12 @@ def load_arrays(path: str | Path) -> ImageDataset:
             keys = set(loaded.files)
             x_key = next((k for k in ("x", "images") if k in keys), None)
             if x_key is None:
-                raise DataError(
-                    f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(keys)}"
-                )
+                raise DataError(f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(keys)}")
             y_key = next((k for k in ("y", "labels") if k in keys), None)
             x = loaded[x_key]
             y = loaded[y_key] if y_key else np.zeros(len(x), dtype=np.int64)
     if x.ndim == 0 or y.shape != (len(x),):
-        raise DataError(
-            f"{str(path)!r}: {x.shape[0] if x.ndim else 0} samples but labels of shape {y.shape}"
-        )
+        raise DataError(f"{str(path)!r}: {x.shape[0] if x.ndim else 0} samples but labels of shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{str(path)!r}: labels must be integers, got {y.dtype}")
     return _as_images_or_features(x, y, path.stem, f"{path.name} (arrays)")
@@ -118,9 +108,7 @@ def load_csv(
         raise DataError(f"{str(path)!r}: label column {label_column!r} holds non-integer values")
     values = np.delete(table, column, axis=1)
     if shape is None:
-        return _as_images_or_features(
-            values, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)"
-        )
+        return _as_images_or_features(values, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)")
     if int(np.prod(shape)) != values.shape[1]:
         raise DataError(
             f"{str(path)!r}: shape {shape} needs {int(np.prod(shape))} pixel columns, got {values.shape[1]}"
@@ -131,9 +119,7 @@ def load_csv(
         )
     scale = 255.0 if values.max() <= 1.0 else 1.0
     pixels = np.rint(values * scale).astype(np.uint8).reshape(len(values), *shape)
-    return _as_images_or_features(
-        pixels, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)"
-    )
+    return _as_images_or_features(pixels, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)")
 
 
 def _numeric(row: list[str]) -> bool:
@@ -150,7 +136,5 @@ def _column_index(label_column: int | str, header: list[str] | None, width: int,
             raise DataError(f"{str(path)!r}: no column named {label_column!r} (header: {header})")
         return header.index(label_column)
     if not -width <= label_column < width:
-        raise DataError(
-            f"{str(path)!r}: label_column {label_column} is out of range for {width} columns"
-        )
+        raise DataError(f"{str(path)!r}: label_column {label_column} is out of range for {width} columns")
     return label_column % width

@@ -20,9 +20,7 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     raise DataError(f"expected uint8 or floating-point samples, got {x.dtype}")
 
 
-def normalize(
-    x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float
-) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
     """``(x - mean) / std``, broadcasting ``mean``/``std`` against ``x``."""
     return (x - mean) / std
 
@@ -49,13 +47,9 @@ def global_contrast_normalization(x: torch.Tensor, scale: str = "l1") -> torch.T
     return (centered / s).reshape(x.shape)
 
 
-def min_max_scale(
-    x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float
-) -> torch.Tensor:
+def min_max_scale(x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
     """``(x - lo) / (hi - lo)``: maps the training range ``[lo, hi]`` onto ``[0, 1]``."""
     span = hi - lo
     if float(span) <= 0:
-        raise DataError(
-            f"min_max_scale: hi must be greater than lo, got lo={float(lo)}, hi={float(hi)}"
-        )
+        raise DataError(f"min_max_scale: hi must be greater than lo, got lo={float(lo)}, hi={float(hi)}")
     return (x - lo) / span

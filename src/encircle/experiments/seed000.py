@@ -63,9 +63,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         scores = score_samples(method, test, detector.input_pipeline())
         return {f"test_{k}": v for k, v in ood_metrics(scores, labels).items()}
 
-    detector.fit(
-        train, eval_hook=evaluate, out_dir=ctx.out_dir, resume=ctx.resume, progress=ctx.progress
-    )
+    detector.fit(train, eval_hook=evaluate, out_dir=ctx.out_dir, resume=ctx.resume, progress=ctx.progress)
     detector.save(ctx.out_dir / "detector.pt")
     scores = detector.score(test)
     accepted = scores <= detector.threshold_

@@ -1,8 +1,19 @@
 """Methods: a network plus its objective and score. Importing registers the built-ins."""
 
-from encircle.methods import svdd
+from encircle.methods import autoencoder, svdd
+from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
 from encircle.methods.registry import create_method, list_methods, method_parameters, register_method
 from encircle.methods.svdd import DeepSVDD
 
-__all__ = ["DeepSVDD", "Method", "create_method", "list_methods", "method_parameters", "register_method", "svdd"]
+__all__ = [
+    "Autoencoder",
+    "DeepSVDD",
+    "Method",
+    "autoencoder",
+    "create_method",
+    "list_methods",
+    "method_parameters",
+    "register_method",
+    "svdd",
+]

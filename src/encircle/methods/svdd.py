@@ -141,4 +141,3 @@ class DeepSVDD(Method):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         dist = self.distances(x)
         return dist - self.radius.pow(2) if self.objective == "soft-boundary" else dist
-

@@ -13,11 +13,15 @@ class Backbone(nn.Module):
 
     Methods may run the head in float32 while the features run under mixed precision,
     and may replace the head. Subclasses set ``input_shape`` (one sample's shape, or
-    ``None`` when any shape is accepted) and ``out_features``.
+    ``None`` when any shape is accepted), ``out_features`` and, where one exists,
+    ``decoder``.
     """
 
     input_shape: tuple[int, ...] | None = None
     out_features: int
+    #: registered name of the decoder that pairs with this network for autoencoder
+    #: pretraining (it takes ``in_features=out_features``), or ``None``.
+    decoder: str | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -32,6 +36,5 @@ class Backbone(nn.Module):
         """Raise :class:`DataError` when samples of ``sample_shape`` do not fit this network."""
         if self.input_shape is not None and tuple(sample_shape) != self.input_shape:
             raise DataError(
-                f"{type(self).__name__} expects samples of shape {self.input_shape}, "
-                f"got {tuple(sample_shape)}"
+                f"{type(self).__name__} expects samples of shape {self.input_shape}, got {tuple(sample_shape)}"
             )

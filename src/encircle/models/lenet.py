@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encircle.errors import ConfigError
 from encircle.models.base import Backbone
 from encircle.models.registry import register_model
 
@@ -58,6 +59,7 @@ class MnistLeNet(Backbone):
     """
 
     input_shape = (1, 28, 28)
+    decoder = "lenet-mnist-decoder"
 
     def __init__(self, out_features: int = 32) -> None:
         super().__init__()
@@ -75,3 +77,31 @@ class MnistLeNet(Backbone):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc1(features)
+
+
+@register_model("lenet-mnist-decoder")
+class MnistLeNetDecoder(nn.Module):
+    """The decoder of the authors' MNIST LeNet autoencoder (``MNIST_LeNet_Autoencoder``).
+
+    The code ``(N, 32)`` is viewed as ``(N, 2, 4, 4)``; three bias-free 5x5 transposed
+    convolutions (4, 8, 1 filters), each input upsampled x2 after leaky ReLU (and
+    affine-free BatchNorm), give 8x8 -> 16x16 -> 14x14 -> 28x28, then a sigmoid.
+    """
+
+    def __init__(self, in_features: int = 32) -> None:
+        super().__init__()
+        if in_features % 16:
+            raise ConfigError(f"the LeNet decoder needs model.out_features divisible by 16, got {in_features}")
+        self.channels = in_features // 16
+        self.deconv1 = nn.ConvTranspose2d(self.channels, 4, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
+        self.deconv2 = nn.ConvTranspose2d(4, 8, 5, padding=3, bias=False)
+        self.bn2 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
+        self.deconv3 = nn.ConvTranspose2d(8, 1, 5, padding=2, bias=False)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        x = code.reshape(code.shape[0], self.channels, 4, 4)
+        x = self.deconv1(F.interpolate(F.leaky_relu(x), scale_factor=2))
+        x = self.deconv2(F.interpolate(F.leaky_relu(self.bn1(x)), scale_factor=2))
+        x = self.deconv3(F.interpolate(F.leaky_relu(self.bn2(x)), scale_factor=2))
+        return torch.sigmoid(x)

@@ -21,9 +21,7 @@ class MLP(Backbone):
     number of elements.
     """
 
-    def __init__(
-        self, in_features: int, hidden: tuple[int, ...] = (64, 32), out_features: int = 16
-    ) -> None:
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64, 32), out_features: int = 16) -> None:
         super().__init__()
         self.out_features = out_features
         widths = (in_features, *hidden)
@@ -46,6 +44,5 @@ class MLP(Backbone):
             n *= size
         if n != self.in_features:
             raise DataError(
-                f"MLP expects samples with {self.in_features} values, got shape "
-                f"{tuple(sample_shape)} ({n} values)"
+                f"MLP expects samples with {self.in_features} values, got shape {tuple(sample_shape)} ({n} values)"
             )
