@@ -271,10 +271,14 @@ def _log_to_file(out: Path) -> None:
 
 
 def _print_results(results: dict[str, Any], out: Path) -> None:
-    metrics = results["metrics"]
-    rows = [[k, f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else v] for k, v in metrics.items()]
     print(f"{results['protocol']}  ({results.get('data_source', '')})")
-    print(_table(["metric", "value"], rows))
+    if "table" in results:
+        header = list(results["table"][0])
+        print(_table(header, [[str(row[k]) for k in header] for row in results["table"]]))
+        scalars = {k: v for k, v in results["metrics"].items() if isinstance(v, float)}
+    else:
+        scalars = results["metrics"]
+    print(_table(["metric", "value"], [[k, _number(v)] for k, v in scalars.items()]))
     print(f"wall time {results['wall_seconds']:.1f} s; results in {out / 'results.json'}")
 
 

@@ -32,13 +32,15 @@ class DataConfig:
     """Which data, and how much of it.
 
     ``root`` empty means "resolve" (cache, system locations, download); ``ood`` names the
-    test-time out-of-distribution dataset of OOD protocols; ``max_train``/``max_test``
+    test-time out-of-distribution dataset of OOD protocols; ``normal_classes`` the
+    classes one-class protocols sweep (empty = all); ``max_train``/``max_test``
     (0 = all) cap the sample counts, taking a seeded stratified subset.
     """
 
     name: str = "mnist"
     root: str = ""
     ood: str = "fashion-mnist"
+    normal_classes: tuple[int, ...] = ()
     preprocess: str = "unit"
     max_train: int = 0
     max_test: int = 0
@@ -161,9 +163,14 @@ class CalibrationConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs; ``seed`` drives every random generator."""
+    """Everything a run needs; ``seed`` drives every random generator.
+
+    ``seeds``, when not empty, asks protocols that repeat runs to train once per seed
+    (data splits keep ``seed``) and report the mean and standard deviation.
+    """
 
     seed: int = 1234
+    seeds: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)

@@ -1,6 +1,6 @@
 """Named protocols. Importing this package registers the built-in ones."""
 
-from encircle.experiments import seed000
+from encircle.experiments import oneclass, seed000, seed002
 from encircle.experiments.protocol import (
     Protocol,
     RunContext,
@@ -17,7 +17,9 @@ __all__ = [
     "build_config",
     "get_protocol",
     "list_protocols",
+    "oneclass",
     "register_protocol",
     "run_protocol",
     "seed000",
+    "seed002",
 ]
