@@ -23,6 +23,10 @@ def run_cli(capsys, *argv):
         (["run", "seed000", "--set", "epochs"], "error: --set expects KEY=VALUE"),
         (["run", "seed000", "--config", "missing.toml"], "error: config file 'missing.toml' does not exist"),
         (["score", "missing.pt", "missing.npy"], "error: detector file 'missing.pt' does not exist"),
+        (["score", "--model", "a.pt"], "error: give DATA once"),
+        (["fit", "x.npy", "--data", "y.npy", "--out", "d.pt"], "error: give DATA once"),
+        (["fit", "missing", "--out", "d.pt"], "error: data path 'missing' does not exist"),
+        (["fit", ".", "--method", "svm", "--out", "d.pt"], "error: no PNG/JPEG images"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, monkeypatch, argv, message):
@@ -85,6 +89,50 @@ def test_fit_and_score_on_an_array_file(capsys, tmp_path):
     )
     assert code == 0, err
     rows = (tmp_path / "s.csv").read_text().splitlines()
-    assert rows[0] == "index,score,prediction" and len(rows) == 41
-    predictions = [int(r.split(",")[2]) for r in rows[1:]]
-    assert sum(p == -1 for p in predictions[20:]) >= 18, "the shifted samples are anomalies"
+    assert rows[0] == "sample,score,anomaly" and len(rows) == 41
+    flags = [r.split(",")[2] for r in rows[1:]]
+    assert sum(f == "yes" for f in flags[20:]) >= 18, "the shifted samples are anomalies"
+    assert rows[1].startswith("0,")
+
+
+def test_fit_and_score_an_image_folder_with_file_names(capsys, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "normal").mkdir()
+    for i in range(40):
+        Image.fromarray((rng.random((12, 12)) * 60).astype(np.uint8)).save(tmp_path / "normal" / f"n{i}.png")
+    (tmp_path / "new").mkdir()
+    Image.fromarray(np.full((12, 12), 250, np.uint8)).save(tmp_path / "new" / "bright.png")
+    Image.fromarray((rng.random((12, 12)) * 60).astype(np.uint8)).save(tmp_path / "new" / "usual.png")
+    code, out, err = run_cli(
+        capsys,
+        "fit",
+        "--method",
+        "deepsvdd",
+        "--data",
+        str(tmp_path / "normal"),
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--tpr",
+        "0.9",
+        "--set",
+        "train.epochs=10",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "deep-svdd" in out and "0.9" in out
+    code, out, err = run_cli(
+        capsys,
+        "score",
+        "--model",
+        str(tmp_path / "m.pt"),
+        "--data",
+        str(tmp_path / "new"),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--quiet",
+    )
+    assert code == 0, err
+    rows = dict(line.split(",", 1) for line in (tmp_path / "s.csv").read_text().splitlines()[1:])
+    assert rows["bright.png"].endswith(",yes")

