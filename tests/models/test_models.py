@@ -19,6 +19,7 @@ def test_registry_lists_and_builds():
     [
         ("seed000", {}, (1, 28, 28), 2),
         ("lenet-mnist", {}, (1, 28, 28), 32),
+        ("lenet-cifar10", {}, (3, 32, 32), 128),
         ("mlp", {"in_features": 12, "out_features": 5}, (12,), 5),
     ],
 )
@@ -52,6 +53,21 @@ def test_lenet_pool_before_leaky_relu_is_the_authors_function():
     h = F.max_pool2d(F.leaky_relu(net.bn1(net.conv1(x))), 2)  # the authors' order
     h = F.max_pool2d(F.leaky_relu(net.bn2(net.conv2(h))), 2)
     assert torch.allclose(net(x), net.fc1(h.flatten(1)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "decoder", "shape"),
+    [("lenet-mnist", "lenet-mnist-decoder", (1, 28, 28)), ("lenet-cifar10", "lenet-cifar10-decoder", (3, 32, 32))],
+)
+def test_decoders_reconstruct_the_input_shape(name, decoder, shape):
+    net = create_model(name)
+    assert net.decoder == decoder
+    dec = create_model(decoder, in_features=net.out_features)
+    with torch.no_grad():
+        out = dec(net(torch.rand(2, *shape)))
+    assert out.shape == (2, *shape) and float(out.min()) >= 0 and float(out.max()) <= 1
+    for module in dec.modules():
+        assert getattr(module, "bias", None) is None
 
 
 def test_wrong_input_shape_is_refused():

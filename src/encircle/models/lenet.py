@@ -105,3 +105,62 @@ class MnistLeNetDecoder(nn.Module):
         x = self.deconv2(F.interpolate(F.leaky_relu(self.bn1(x)), scale_factor=2))
         x = self.deconv3(F.interpolate(F.leaky_relu(self.bn2(x)), scale_factor=2))
         return torch.sigmoid(x)
+
+
+@register_model("lenet-cifar10")
+class Cifar10LeNet(Backbone):
+    """The Deep SVDD authors' CIFAR-10 LeNet (Ruff et al., ICML 2018, Sec. 4.1).
+
+    Three bias-free 5x5 convolutions (32, 64, 128 filters, padding 2), each followed by
+    affine-free BatchNorm (eps 1e-4), 2x2 max pooling and leaky ReLU, then a bias-free
+    linear layer 128*4*4 -> ``out_features`` (128). Input 3x32x32.
+    """
+
+    input_shape = (3, 32, 32)
+    decoder = "lenet-cifar10-decoder"
+
+    def __init__(self, out_features: int = 128) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 5, padding=2, bias=False) for c_in, c_out in CIFAR_WIDTHS)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c_out, eps=1e-4, affine=False) for _, c_out in CIFAR_WIDTHS)
+        self.fc1 = nn.Linear(128 * 4 * 4, out_features, bias=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, bn in zip(self.convs, self.bns, strict=True):
+            x = F.leaky_relu(F.max_pool2d(bn(conv(x)), 2))
+        return x.flatten(1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc1(features)
+
+
+CIFAR_WIDTHS = ((3, 32), (32, 64), (64, 128))
+
+
+@register_model("lenet-cifar10-decoder")
+class Cifar10LeNetDecoder(nn.Module):
+    """The decoder of the authors' CIFAR-10 LeNet autoencoder.
+
+    The code ``(N, D)`` is viewed as ``(N, D/16, 4, 4)``; four bias-free 5x5 transposed
+    convolutions (128, 64, 32, 3 filters, padding 2) with affine-free BatchNorm, leaky
+    ReLU and x2 upsampling between them give 4 -> 8 -> 16 -> 32 pixels, then a sigmoid.
+    (The authors' autoencoder also batch-normalises the code; here the code is the
+    Deep SVDD network's output as it is.)
+    """
+
+    def __init__(self, in_features: int = 128) -> None:
+        super().__init__()
+        if in_features % 16:
+            raise ConfigError(f"the CIFAR-10 LeNet decoder needs model.out_features divisible by 16, got {in_features}")
+        self.channels = in_features // 16
+        widths = ((self.channels, 128), (128, 64), (64, 32))
+        self.deconvs = nn.ModuleList(nn.ConvTranspose2d(a, b, 5, padding=2, bias=False) for a, b in widths)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(b, eps=1e-4, affine=False) for _, b in widths)
+        self.out = nn.ConvTranspose2d(32, 3, 5, padding=2, bias=False)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(code.reshape(code.shape[0], self.channels, 4, 4))
+        for deconv, bn in zip(self.deconvs, self.bns, strict=True):
+            x = F.interpolate(F.leaky_relu(bn(deconv(x))), scale_factor=2)
+        return torch.sigmoid(self.out(x))
