@@ -3,7 +3,8 @@
 For each normal class ``c`` (all ten by default, or ``data.normal_classes``): train on
 the training images of ``c`` only, test on the whole test set with ``c`` as normal and
 the nine other classes as anomalies; report AUROC per class, its mean, and with several
-``seeds`` the standard deviation. Recipe defaults from Ruff et al., ICML 2018, Sec. 4.1:
+``seeds`` the standard deviation. ``data.max_train`` caps the training images per normal
+class and ``data.max_test`` the test set (seeded, stratified). Recipe defaults from Ruff et al., ICML 2018, Sec. 4.1:
 MNIST LeNet, GCN (L1) + min-max scaling fitted on the normal class, Adam lr 1e-4,
 150 epochs with lr x0.1 at epoch 50, batch 200, weight decay 5e-7, autoencoder
 pretraining (150 epochs, weight decay 5e-4).
@@ -18,7 +19,7 @@ import statistics
 from typing import Any
 
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from encircle.data import load_dataset, one_class
+from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.detector import Detector
 from encircle.experiments.protocol import Protocol, RunContext, register_protocol
 from encircle.metrics import auroc
@@ -34,14 +35,16 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """Train one detector per normal class (and seed); AUROC on the full test set."""
     root = config.data.root or None
     train_all = load_dataset(config.data.name, "train", root=root, seed=config.seed)
-    test_all = load_dataset(config.data.name, "test", root=root, seed=config.seed)
+    test_all = stratified_subset(
+        load_dataset(config.data.name, "test", root=root, seed=config.seed), config.data.max_test, config.seed
+    )
     classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
     seeds = config.seeds or (config.seed,)
     paper = PAPER_AUROC.get(config.data.name) if config.method.objective == "one-class" else None
     per_class: dict[str, list[float]] = {}
     histories: dict[str, Any] = {}
     for normal in classes:
-        train = one_class(train_all, normal, train=True)
+        train = stratified_subset(one_class(train_all, normal, train=True), config.data.max_train, config.seed)
         test = one_class(test_all, normal, train=False)
         for seed in seeds:
             detector = Detector(dataclasses.replace(config, seed=seed))
