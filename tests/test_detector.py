@@ -75,3 +75,17 @@ def test_detector_bad_inputs(tmp_path):
         det.score(np.zeros((3, 4), np.float32))
     with pytest.raises(CheckpointError, match="does not exist"):
         Detector.load(tmp_path / "none.pt")
+
+
+def test_images_of_another_size_are_resized_to_the_network(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    small = torch.randint(0, 256, (40, 1, 14, 14), dtype=torch.uint8, generator=rng)
+    config = with_overrides(RunConfig(), {"model.name": "lenet-mnist", "model.out_features": 32, "train.epochs": 1})
+    det = Detector(config).fit(small, progress=False)
+    assert det.preprocess_.shape == (1, 28, 28)
+    rgb = torch.randint(0, 256, (3, 3, 40, 50), dtype=torch.uint8, generator=rng)
+    assert det.score(rgb).shape == (3,)
+    det.save(tmp_path / "d.pt")
+    assert torch.equal(Detector.load(tmp_path / "d.pt").score(rgb), det.score(rgb))
+    with pytest.raises(DataError, match=r"trained on shape \(1, 14, 14\)"):
+        det.score(torch.zeros(2, 5))

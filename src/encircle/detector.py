@@ -102,12 +102,13 @@ class Detector:
         train_idx, holdout_idx = self._split(samples.shape[0])
         train = samples[train_idx]
         self.sample_shape_ = tuple(samples.shape[1:])
-        self.preprocess_ = Preprocess(cfg.data.preprocess).fit(train)
         self.model_kwargs_ = self._model_kwargs(self.sample_shape_)
         torch.manual_seed(cfg.seed)  # the network's initial weights
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
             raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")
+        resize = samples.ndim == 4 and net.input_shape is not None and self.sample_shape_ != net.input_shape
+        self.preprocess_ = Preprocess(cfg.data.preprocess, shape=net.input_shape if resize else None).fit(train)
         out = Path(out_dir) if out_dir is not None else None
 
         def train_method(method: Method, settings: TrainConfig, files: tuple[str, str], **extra: Any) -> FitResult:
@@ -164,7 +165,8 @@ class Detector:
         """Anomaly scores (higher = more anomalous), float32 on the CPU."""
         self._check_fitted()
         samples = _as_samples(data, "data")
-        if tuple(samples.shape[1:]) != self.sample_shape_:
+        resized = self.preprocess_.shape is not None and samples.ndim == 4
+        if not resized and tuple(samples.shape[1:]) != self.sample_shape_:
             raise DataError(
                 f"data has samples of shape {tuple(samples.shape[1:])}, but this detector "
                 f"was trained on shape {self.sample_shape_}"

@@ -143,7 +143,7 @@ def fit(
         raise DataError(f"fit: {samples.shape[0]} samples but {len(labels)} labels")
     if len(labels) == 0:
         raise DataError("fit: the training set is empty")
-    method.net.check_input(tuple(samples.shape[1:]))
+    method.net.check_input(tuple(preprocess(samples[:1]).shape[1:]))
     device = resolve_device(config.device)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)

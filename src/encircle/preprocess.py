@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from encircle.data.transforms import global_contrast_normalization, min_max_scale, to_float
 from encircle.errors import ConfigError, DataError
@@ -32,10 +33,16 @@ PREPROCESS_KINDS = ("unit", "gcn-minmax", "standardize")
 
 @dataclass
 class Preprocess:
-    """A fitted batch transform. ``params`` holds its learned constants as tensors."""
+    """A fitted batch transform. ``params`` holds its learned constants as tensors.
+
+    ``shape`` (``(C, H, W)``), when set, first brings images of any size to the network's
+    input: channels averaged to one (RGB -> gray) or repeated (gray -> RGB), then a
+    bilinear, antialiased resize.
+    """
 
     kind: str = "unit"
     params: dict[str, torch.Tensor] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREPROCESS_KINDS:
@@ -46,10 +53,10 @@ class Preprocess:
         if samples.shape[0] == 0:
             raise DataError("cannot fit preprocessing on an empty set of samples")
         if self.kind == "gcn-minmax":
-            x = global_contrast_normalization(to_float(samples), scale="l1")
+            x = global_contrast_normalization(self._resize(to_float(samples)), scale="l1")
             self.params = {"lo": x.amin().cpu(), "hi": x.amax().cpu()}
         elif self.kind == "standardize":
-            x = to_float(samples).flatten(1).double()
+            x = self._resize(to_float(samples)).flatten(1).double()
             std = x.std(dim=0, unbiased=False)
             std[std == 0] = 1.0  # constant features stay constant instead of dividing by zero
             self.params = {"mean": x.mean(dim=0).float().cpu(), "std": std.float().cpu()}
@@ -57,7 +64,7 @@ class Preprocess:
 
     def __call__(self, samples: torch.Tensor) -> torch.Tensor:
         """Transform one batch (on its device) into float32 network input."""
-        x = to_float(samples)
+        x = self._resize(to_float(samples))
         if self.kind == "gcn-minmax":
             x = global_contrast_normalization(x, scale="l1")
             return min_max_scale(x, self._param("lo", x), self._param("hi", x))
@@ -66,6 +73,21 @@ class Preprocess:
             return flat.reshape(x.shape)
         return x
 
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shape is None or tuple(x.shape[1:]) == self.shape:
+            return x
+        if x.ndim != 4 or len(self.shape) != 3:
+            raise DataError(f"cannot resize samples of shape {tuple(x.shape[1:])} to {self.shape}: images only")
+        channels = self.shape[0]
+        if x.shape[1] != channels:
+            if channels == 1:
+                x = x.mean(dim=1, keepdim=True)
+            elif x.shape[1] == 1:
+                x = x.expand(-1, channels, -1, -1)
+            else:
+                raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels}-channel ones")
+        return F.interpolate(x, size=self.shape[1:], mode="bilinear", antialias=True, align_corners=False)
+
     def _param(self, name: str, like: torch.Tensor) -> torch.Tensor:
         if name not in self.params:
             raise DataError(f"preprocessing {self.kind!r} is used before fit(): no {name!r}")
@@ -73,7 +95,7 @@ class Preprocess:
 
     def state(self) -> dict[str, object]:
         """A ``weights_only``-loadable description (kind + constants)."""
-        return {"kind": self.kind, "params": dict(self.params)}
+        return {"kind": self.kind, "params": dict(self.params), "shape": list(self.shape) if self.shape else None}
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> Preprocess:
@@ -81,4 +103,5 @@ class Preprocess:
         params = state.get("params", {})
         if not isinstance(params, dict):
             raise DataError(f"preprocessing state: 'params' must be a dict, got {type(params).__name__}")
-        return cls(kind=str(state.get("kind")), params=params)
+        shape = state.get("shape")
+        return cls(kind=str(state.get("kind")), params=params, shape=tuple(shape) if isinstance(shape, list) else None)
