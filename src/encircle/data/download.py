@@ -1,86 +1,220 @@
 """Downloads with a checksum: nothing unverified ever lands under the final name.
 
 The file streams into ``DEST.part``. An existing ``.part`` is resumed with an HTTP
-``Range`` request; a server that ignores the range (status 200 instead of 206) gets a
-fresh download. Only when the whole file's sha256 matches is it renamed to ``DEST``;
-a mismatch removes it and raises :class:`~encircle.errors.DownloadError`.
+``Range`` request; a server that ignores the range (status 200 instead of 206) or answers
+with another range gets a fresh download. Only when the whole file's sha256 matches is it
+renamed to ``DEST`` (atomically, after an fsync); a mismatch removes it and raises
+:class:`~encircle.errors.DownloadError`. Only ``urllib`` is used, so proxies set in the
+usual environment variables apply.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.client
 import logging
 import os
+import re
+import sys
+import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
+from typing import IO, Any
 
-from encircle.errors import DownloadError
+from encircle.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Seconds to wait before retry ``k`` (doubled each time, at most 8 s).
+RETRY_WAIT = 0.5
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+#: HTTP status codes worth retrying; any other 4xx is final.
+_TRANSIENT_HTTP = frozenset({408, 425, 429})
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+class _Incomplete(ConnectionError):
+    """The connection ended before ``Content-Length`` bytes arrived (resumable)."""
+
+
+def file_sha256(path: str | Path, *, gunzipped: bool = False) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks.
+
+    Args:
+        path: the file.
+        gunzipped: digest the gzip-decompressed content instead of the file's bytes.
+
+    Raises:
+        DataError: the file does not exist, or ``gunzipped`` and it is not valid gzip.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"cannot hash {str(path)!r}: the file does not exist")
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
+    try:
+        with gzip.open(path, "rb") if gunzipped else open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"cannot hash the content of {str(path)!r}: not a complete gzip file ({exc})") from None
     return digest.hexdigest()
 
 
-def download(url: str, dest: str | Path, sha256: str, *, timeout: float = 30.0, retries: int = 2) -> Path:
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str,
+    *,
+    timeout: float = 60.0,
+    retries: int = 2,
+    gunzipped: bool = False,
+    progress: bool | None = None,
+) -> Path:
     """Fetch ``url`` to ``dest`` and verify its sha256; returns ``dest``.
 
-    An existing ``dest`` with the right checksum is kept as is. Network errors are retried
-    ``retries`` times, resuming the partial file each time.
+    An existing ``dest`` with the right checksum is kept as is (nothing is fetched).
+    Network errors are retried ``retries`` times, each resuming the partial file; a
+    resumed file whose checksum fails is fetched once more from the start before giving
+    up. HTTP client errors (404, 403, ...) are not retried.
+
+    Args:
+        url: ``http(s)://`` (or any scheme ``urllib`` opens).
+        dest: the final path; the download goes to ``dest`` + ``.part`` first.
+        sha256: expected hex digest (64 hex digits).
+        timeout: seconds to wait for the connection and for each read.
+        retries: further attempts after a network error.
+        gunzipped: ``sha256`` is the digest of the gzip-decompressed content (for
+            archives whose mirrors compress them differently).
+        progress: show a tqdm bar; ``None`` shows one when stderr is a terminal.
+            Progress is also logged at INFO level.
 
     Raises:
-        DownloadError: the server could not be reached or answered with an error after
-            every retry, or the checksum does not match (the file is then removed).
+        DownloadError: a malformed ``sha256``; the server could not be reached or
+            answered with an error after every retry; or the checksum does not match
+            (the file is then removed). The message names the URL.
     """
+    sha256 = sha256.lower()
+    if not _SHA256.fullmatch(sha256):
+        raise DownloadError(f"sha256 for {url} must be 64 hex digits, got {sha256!r}")
+    if retries < 0 or timeout <= 0:
+        raise DownloadError(f"retries must be >= 0 and timeout > 0, got retries={retries}, timeout={timeout}")
     dest = Path(dest)
-    if dest.is_file() and file_sha256(dest) == sha256:
-        return dest
+    if dest.is_file():
+        if _digest(dest, gunzipped) == sha256:
+            log.debug("%s is already there with the right checksum", dest)
+            return dest
+        log.warning("%s exists but its checksum differs; downloading it again from %s", dest, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
+    fresh_restart_done = False
+    attempt = 0
+    while True:
         try:
-            _fetch(url, part, timeout)
-            break
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            last_error = exc
-            log.info("download of %s failed (attempt %d/%d): %s", url, attempt + 1, retries + 1, exc)
-    else:
-        raise DownloadError(f"could not download {url}: {last_error}")
-    got = file_sha256(part)
-    if got != sha256:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; the file was removed")
-    os.replace(part, dest)
-    log.info("downloaded %s -> %s", url, dest)
-    return dest
+            resumed = _fetch(url, part, timeout, progress)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code not in _TRANSIENT_HTTP:
+                raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
+            error: Exception = exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            error = exc
+        else:
+            got = _digest(part, gunzipped)
+            if got == sha256:
+                os.replace(part, dest)
+                log.info("downloaded %s -> %s (sha256 verified)", url, dest)
+                return dest
+            part.unlink(missing_ok=True)
+            if resumed and not fresh_restart_done:
+                fresh_restart_done = True
+                log.warning("checksum of the resumed download of %s does not match; fetching it from the start", url)
+                continue
+            what = "sha256 of the decompressed content" if gunzipped else "sha256"
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected {what} {sha256}, got {got}; the file was removed"
+            )
+        attempt += 1
+        if attempt > retries:
+            raise DownloadError(f"could not download {url} after {attempt} attempt(s): {error}")
+        wait = min(RETRY_WAIT * 2 ** (attempt - 1), 8.0)
+        log.warning(
+            "download of %s failed (attempt %d of %d): %s; retrying in %.1f s", url, attempt, retries + 1, error, wait
+        )
+        time.sleep(wait)
 
 
-def _fetch(url: str, part: Path, timeout: float) -> None:
-    """Append the rest of ``url`` to ``part`` (or restart it when the server can't resume)."""
+def _digest(path: Path, gunzipped: bool) -> str:
+    try:
+        return file_sha256(path, gunzipped=gunzipped)
+    except DataError as exc:  # not gzip at all: certainly not the expected content
+        return f"(unreadable: {exc})"
+
+
+def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:
+    """Fetch the rest of ``url`` into ``part``; returns whether an existing part was resumed."""
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    headers = {"User-Agent": "encircle (python urllib)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # range not satisfiable: the part is complete or bad
-            return
+        if exc.code == 416 and offset:  # the part is as long as the file or longer: start again
+            log.info("server refused to resume %s at byte %d; downloading from the start", url, offset)
+            part.unlink()
+            return _fetch(url, part, timeout, progress)
         raise
     with response:
-        resumed = offset > 0 and response.status == 206
-        if offset and not resumed:
+        status = getattr(response, "status", None) or 200
+        resumed = False
+        if offset and status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            if match is None or int(match.group(1)) != offset:
+                log.info("server answered %s with another range than asked for; downloading from the start", url)
+                response.close()
+                part.unlink()
+                return _fetch(url, part, timeout, progress)
+            resumed = True
+            log.info("resuming %s at byte %d", url, offset)
+        elif offset:
             log.info("server ignored the range request for %s; downloading from the start", url)
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
         with open(part, "ab" if resumed else "wb") as handle:
-            for chunk in iter(lambda: response.read(CHUNK), b""):
-                handle.write(chunk)
+            received = _stream(response, handle, url, offset if resumed else 0, expected, progress)
             handle.flush()
             os.fsync(handle.fileno())
+        if expected is not None and received < expected:
+            raise _Incomplete(f"connection closed after {received:,} of {expected:,} bytes")
+    return resumed
+
+
+def _stream(response: Any, handle: IO[bytes], url: str, start: int, expected: int | None, progress: bool | None) -> int:
+    """Copy the body to ``handle``; log every quarter, and show a bar on a terminal."""
+    total = start + expected if expected is not None else None
+    log.info("downloading %s (%s)", url, f"{total:,} bytes" if total else "size unknown")
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False)
+    received = 0
+    next_log = 0.25
+    try:
+        for chunk in iter(lambda: response.read(CHUNK), b""):
+            handle.write(chunk)
+            received += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            if total and total >= 4 * CHUNK and (start + received) / total >= next_log:
+                log.info("%s: %d%% of %s bytes", url, int(100 * (start + received) / total), f"{total:,}")
+                next_log += 0.25
+    finally:
+        if bar is not None:
+            bar.close()
+    return received

