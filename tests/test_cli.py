@@ -159,3 +159,18 @@ def test_fit_a_csv_of_pixel_rows(capsys, tmp_path):
     )
     assert code == 0, err
     assert "30" in out
+
+
+def test_unwritable_output_is_one_line(capsys, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32))
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "x.npy" / "d.pt"),
+        "--set",
+        "train.epochs=1",
+        "--quiet",
+    )
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err

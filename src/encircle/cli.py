@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     try:
         return int(args.handler(args))
-    except EncircleError as exc:
+    except (EncircleError, OSError) as exc:  # OSError: unwritable output, full disk, ...
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
