@@ -3,7 +3,8 @@
 Same network, same data (random uint8 images of the network's input shape), same
 batch size and epochs, one run. The plain loop is what a user writes by default: a
 ``TensorDataset`` of float images in [0, 1], ``DataLoader(batch_size, shuffle=True)``
-with default settings, Adam, the one-class Deep SVDD loss. encircle runs
+with default settings, the center as the mean initial output, Adam, the one-class Deep
+SVDD loss. encircle runs
 ``engine.fit`` with its defaults (channels_last, uint8 in memory, batch-wise scaling),
 in float32 and with bf16 autocast. Reports images/s, the speed-up, and the share of
 this machine's float32 matmul peak (measured in the same run; FLOPs per image counted
@@ -47,8 +48,9 @@ def plain_loop(name: str, images: torch.Tensor, epochs: int, batch: int) -> floa
     net = create_model(name)
     loader = DataLoader(TensorDataset(images.float() / 255), batch_size=batch, shuffle=True)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    center = torch.full((net.out_features,), 0.1)
     start = time.perf_counter()
+    with torch.no_grad():  # Deep SVDD's center: the mean initial output, as encircle's setup does
+        center = torch.cat([net(x) for (x,) in loader]).mean(dim=0)
     for _ in range(epochs):
         for (x,) in loader:
             loss = (net(x) - center).pow(2).sum(dim=1).mean()
