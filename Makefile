@@ -48,8 +48,11 @@ test: setup
 	  if [ $$rc = 5 ]; then echo "error: no tests ran"; exit 1; fi; exit $$rc
 
 bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/seed000_vs_pytorch_ood.py
+	$(PY) benchmarks/network_throughput.py
+	$(PY) benchmarks/oneclass_baselines.py --max-train 1000
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
