@@ -21,7 +21,7 @@ from typing import Any
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.detector import Detector
-from encircle.experiments.protocol import Protocol, RunContext, register_protocol
+from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.metrics import auroc
 
 #: Deep SVDD (one-class objective) AUROC in %, Ruff et al., ICML 2018, Table 1.
@@ -72,10 +72,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         metrics["paper_mean_auroc"] = statistics.fmean(paper[c] for c in classes) / 100
     return {
         "data_source": train_all.source,
-        "data": {
-            "train": {"name": train_all.name, "source": train_all.source, "size": len(train_all)},
-            "test": {"name": test_all.name, "source": test_all.source, "size": len(test_all)},
-        },
+        "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all)},
         "metrics": metrics,
         "table": rows,
         "seeds": list(seeds),

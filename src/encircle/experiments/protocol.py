@@ -23,6 +23,7 @@ import torch
 from encircle import __version__
 from encircle._io import atomic_write_json
 from encircle.config import RunConfig, flatten, load_toml, with_overrides
+from encircle.data.dataset import ImageDataset
 from encircle.errors import DataError
 from encircle.registry import Registry
 
@@ -109,6 +110,11 @@ def run_protocol(
     }
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def describe_dataset(ds: ImageDataset) -> dict[str, Any]:
+    """The ``results.json`` entry of one dataset: name, source, size and sample shape."""
+    return {"name": ds.name, "source": ds.source, "size": len(ds), "shape": list(ds.shape)}
 
 
 def versions() -> dict[str, str]:

@@ -11,51 +11,35 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from encircle.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from encircle.data import load_dataset
-from encircle.data.dataset import ImageDataset
+from encircle.data import load_dataset, ood_union, stratified_subset
 from encircle.detector import Detector
 from encircle.engine import score_samples
-from encircle.experiments.protocol import Protocol, RunContext, register_protocol
+from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.base import Method
 from encircle.metrics import ood_metrics
-
-
-def take(ds: ImageDataset, limit: int, seed: int) -> ImageDataset:
-    """A seeded random subset of at most ``limit`` samples (``0`` = all), in original order."""
-    if limit == 0 or limit >= len(ds):
-        return ds
-    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit]
-    return ds.subset(keep.sort().values)
-
-
-def describe(ds: ImageDataset) -> dict[str, Any]:
-    """The ``results.json`` entry of one dataset: name, source, size and sample shape."""
-    return {"name": ds.name, "source": ds.source, "size": len(ds), "shape": list(ds.shape)}
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """Train on ``data.name`` train, evaluate on its test split + ``data.ood`` test."""
     root = config.data.root or None
-    train = take(
+    train = stratified_subset(
         load_dataset(config.data.name, "train", root=root, seed=config.seed),
         config.data.max_train,
         config.seed,
     )
-    test_in = take(
+    test_in = stratified_subset(
         load_dataset(config.data.name, "test", root=root, seed=config.seed),
         config.data.max_test,
         config.seed,
     )
-    test_out = take(
+    test_out = stratified_subset(
         load_dataset(config.data.ood, "test", root=root, seed=config.seed),
         config.data.max_test,
         config.seed,
     )
-    test = torch.cat([test_in.images, test_out.images])
-    labels = torch.cat([test_in.labels, torch.full((len(test_out),), -1, dtype=torch.int64)])
+    union = ood_union(test_in, test_out)
+    test, labels = union.images, union.labels
 
     detector = Detector(config)
 
@@ -77,9 +61,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     return {
         "data_source": "; ".join(dict.fromkeys(ds.source for ds in (train, test_in, test_out))),
         "data": {
-            "train": describe(train),
-            "test_in": describe(test_in),
-            "test_out": describe(test_out),
+            "train": describe_dataset(train),
+            "test_in": describe_dataset(test_in),
+            "test_out": describe_dataset(test_out),
         },
         "metrics": metrics,
         "history": fit_result.history if fit_result else [],
