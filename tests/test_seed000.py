@@ -55,3 +55,19 @@ def test_cli_run_prints_the_table(tmp_path, capsys):
         pytest.skip(err)
     assert code == 0, err
     assert "auroc" in out and "results.json" in out
+
+
+def test_resume_continues_a_stopped_run(tmp_path):
+    small = {"data.max_train": 500, "data.max_test": 300, "train.eval_every": 0}
+    try:
+        run_protocol("seed000", out_dir=tmp_path, quick=True, overrides={**small, "train.epochs": 1}, progress=False)
+    except DataError as exc:  # pragma: no cover - only without `make setup`
+        pytest.skip(f"offline data missing: {exc}")
+    resumed = run_protocol(
+        "seed000", out_dir=tmp_path, quick=True, overrides={**small, "train.epochs": 2}, resume=True, progress=False
+    )
+    straight = run_protocol(
+        "seed000", out_dir=tmp_path / "straight", quick=True, overrides={**small, "train.epochs": 2}, progress=False
+    )
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    assert resumed["metrics"]["auroc"] == straight["metrics"]["auroc"], "resume is exact on CPU"
