@@ -58,6 +58,7 @@ def encircle_detector(train: torch.Tensor, args: argparse.Namespace) -> Detector
             "train.epochs": args.epochs,
             "train.batch_size": args.batch_size,
             "train.lr": args.lr,
+            "train.amp": args.amp,
             "train.weight_decay": 5e-7,
             "train.device": "cpu",
             "calibration.holdout": 0.0,
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (autoencoder and Deep SVDD)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="encircle's autocast")
     parser.add_argument("--no-pyod", action="store_true", help="skip PyOD (when it is not installed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/oneclass_baselines.json")
