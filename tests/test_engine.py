@@ -126,3 +126,21 @@ def test_pickle_payload_is_refused_and_does_not_run(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds an object \(io.open\) that safe loading"):
         load_file(path, "checkpoint")
     assert not os.path.exists(marker), "the payload ran"
+
+
+def test_resume_from_another_architecture_is_refused(tmp_path):
+    train(1, tmp_path, checkpoint_every=1)
+    other = create_method("deep-svdd", create_model("mlp", in_features=6, hidden=(8,), out_features=4))
+    x, y = data()
+    with pytest.raises(CheckpointError, match="cannot resume from .* it does not fit this run"):
+        fit(
+            other,
+            x,
+            y,
+            TrainConfig(epochs=2),
+            preprocess=Preprocess(),
+            seed=0,
+            checkpoint_path=tmp_path / "ckpt.pt",
+            resume=True,
+            progress=False,
+        )

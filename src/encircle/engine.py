@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from encircle._io import atomic_write_text
 from encircle.checkpoint import load_file, save_file
 from encircle.config import TrainConfig
-from encircle.errors import ConfigError, DataError, TrainingError
+from encircle.errors import CheckpointError, ConfigError, DataError, TrainingError
 from encircle.methods.base import Method
 from encircle.preprocess import Preprocess
 
@@ -163,14 +163,17 @@ def fit(
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and ckpt is not None and ckpt.is_file():
         state = load_file(ckpt, "checkpoint", method.name)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        shuffle.set_state(state["rng"]["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
-        result.history = list(state["history"])
-        result.resumed_from_epoch = int(state["epoch"])
+        try:
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            shuffle.set_state(state["rng"]["shuffle"])
+            torch.set_rng_state(state["rng"]["torch"])
+            result.history = list(state["history"])
+            result.resumed_from_epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"cannot resume from {str(ckpt)!r}: it does not fit this run ({exc})") from None
         log.info("resumed from %s at epoch %d", ckpt, result.resumed_from_epoch)
     else:
         method.setup(pipeline.batches(samples, labels, 1024))
