@@ -81,9 +81,9 @@ def setup_peer() -> None:
     )
     subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
     pip = [str(PEER_PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, f"torch=={PEER_TORCH}"], check=True)
+    subprocess.run([*pip, f"torch=={PEER_TORCH}", "numpy", "typing_extensions"], check=True)
+    # pytorch-ood's declared deps include torchvision (no build for this torch): skip them
     subprocess.run([*pip, "--no-deps", f"pytorch-ood=={PEER_PYTORCH_OOD}"], check=True)
-    subprocess.run([*pip, "numpy", "typing_extensions"], check=True)
 
 
 def check_peer() -> dict[str, Any]:
@@ -136,8 +136,11 @@ class OtherLoad:
         )
         return time.perf_counter(), busy, own
 
-    def cores(self) -> float:
+    def cores(self) -> float | None:
+        """Other processes' busy cores since construction; ``None`` without ``/proc/stat``."""
         wall, busy, own = self._snapshot()
+        if busy != busy:  # NaN: no /proc/stat here
+            return None
         return ((busy - self.start[1]) - (own - self.start[2])) / max(wall - self.start[0], 1e-9)
 
 
@@ -334,7 +337,7 @@ def main() -> None:
         )
     if not peer_first["pytorch_ood_imported"]:
         print("NOTE: pytorch-ood did not import; the peer row used a plain-torch reproduction of its loss and AUROC")
-    busiest = max(r["other_load_cores"] for results in runs.values() for r in results)
+    busiest = max((r["other_load_cores"] or 0.0) for results in runs.values() for r in results)
     if busiest > 0.25:
         print(
             f"NOTE: other processes used up to {busiest:.2f} of this machine's {os.cpu_count()} cores "

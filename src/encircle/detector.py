@@ -161,7 +161,7 @@ class Detector:
         train = self.config.train
         return InputPipeline(self.preprocess_, resolve_device(train.device), train.channels_last, train.amp)
 
-    def score(self, data: ArrayLike, batch_size: int = 1024) -> torch.Tensor:
+    def score(self, data: ArrayLike, batch_size: int | None = None) -> torch.Tensor:
         """Anomaly scores (higher = more anomalous), float32 on the CPU."""
         self._check_fitted()
         samples = _as_samples(data, "data")

@@ -76,9 +76,18 @@ class InputPipeline:
             yield self(samples[chunk]), labels[chunk].to(self.device)
 
 
+def inference_batch_size(device: torch.device) -> int:
+    """Batch size of no-grad passes (center, radius, scoring): 128 on CPU, 1024 on CUDA.
+
+    Measured on this project's 2-core CPU: large batches are 2.5-3.6x slower per image
+    there (the first conv's activations leave the cache), while a GPU wants big batches.
+    """
+    return 1024 if device.type == "cuda" else 128
+
+
 @torch.no_grad()
 def score_samples(
-    method: Method, samples: torch.Tensor, pipeline: InputPipeline, batch_size: int = 1024
+    method: Method, samples: torch.Tensor, pipeline: InputPipeline, batch_size: int | None = None
 ) -> torch.Tensor:
     """Outlier scores (higher = more anomalous) of ``samples``, float32, on the device."""
     if samples.shape[0] == 0:
@@ -87,7 +96,7 @@ def score_samples(
     method.eval()
     dummy = torch.zeros(samples.shape[0], dtype=torch.int64)
     parts = []
-    for x, _ in pipeline.batches(samples, dummy, batch_size):
+    for x, _ in pipeline.batches(samples, dummy, batch_size or inference_batch_size(pipeline.device)):
         with pipeline.autocast():
             parts.append(method.score(x).float())
     method.train(was_training)
@@ -176,7 +185,7 @@ def fit(
             raise CheckpointError(f"cannot resume from {str(ckpt)!r}: it does not fit this run ({exc})") from None
         log.info("resumed from %s at epoch %d", ckpt, result.resumed_from_epoch)
     else:
-        method.setup(pipeline.batches(samples, labels, 1024))
+        method.setup(pipeline.batches(samples, labels, inference_batch_size(device)))
 
     n = len(labels)
     steps = math.ceil(n / config.batch_size)
@@ -209,7 +218,7 @@ def fit(
             method.after_step(epoch)
             loss_sum += loss.detach() * len(y)
             bar.update()
-        method.after_epoch(epoch, lambda: pipeline.batches(samples, labels, 1024))
+        method.after_epoch(epoch, lambda: pipeline.batches(samples, labels, inference_batch_size(device)))
         scheduler.step()
         seconds = time.perf_counter() - epoch_start
         record: dict[str, Any] = {
