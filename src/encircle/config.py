@@ -20,6 +20,7 @@ from encircle.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "bf16", "fp16")
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULERS = ("multistep", "cosine")
 
 
 def _require(ok: bool, key: str, expected: str, got: object) -> None:
@@ -32,22 +33,26 @@ class DataConfig:
     """Which data, and how much of it.
 
     ``root`` empty means "resolve" (cache, system locations, download); ``ood`` names the
-    test-time out-of-distribution dataset of OOD protocols; ``normal_classes`` the
-    classes one-class protocols sweep (empty = all); ``max_train``/``max_test``
-    (0 = all) cap the sample counts, taking a seeded stratified subset.
+    test-time out-of-distribution dataset of OOD protocols and ``outliers`` the dataset
+    of training outliers for outlier exposure (empty = none); ``normal_classes`` the
+    classes one-class protocols sweep (empty = all); ``max_train``/``max_test``/
+    ``max_ood`` (0 = all) cap the sample counts, taking a seeded stratified subset.
     """
 
     name: str = "mnist"
     root: str = ""
     ood: str = "fashion-mnist"
+    outliers: str = ""
     normal_classes: tuple[int, ...] = ()
     preprocess: str = "unit"
     max_train: int = 0
     max_test: int = 0
+    max_ood: int = 0
 
     def __post_init__(self) -> None:
         _require(self.max_train >= 0, "data.max_train", ">= 0", self.max_train)
         _require(self.max_test >= 0, "data.max_test", ">= 0", self.max_test)
+        _require(self.max_ood >= 0, "data.max_ood", ">= 0", self.max_ood)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,11 @@ class MethodConfig:
     """Method name (see ``encircle.methods.list_methods()``) and its hyperparameters.
 
     Each method takes the fields its constructor names (Deep SVDD: ``objective``,
-    ``nu``, ``eps``, ``warm_up_epochs``, ``radius_update``); values are checked there.
+    ``nu``, ``eps``, ``warm_up_epochs``, ``radius_update``; CAC: ``alpha``,
+    ``lambda_anchor``, ``reestimate_anchors``; MCHAD: ``weight_ce``, ``weight_center``,
+    ``weight_oe``, ``margin``; OGNet: ``d_lr``, ``old_epoch``, ``noise_std``,
+    ``phase2_lr``, ``phase2_iterations``; the cross-entropy classifier: ``score_rule``,
+    ``shrinkage``); values are checked there.
     ``pretrain`` trains an autoencoder whose encoder is the network first (Ruff et al.;
     the authors' MNIST settings: Adam lr 1e-4, weight decay 5e-4, lr x0.1 at epoch 50).
     """
@@ -82,6 +91,24 @@ class MethodConfig:
     pretrain_lr: float = 1e-4
     pretrain_weight_decay: float = 5e-4
     pretrain_lr_milestones: tuple[int, ...] = (50,)
+    # Class Anchor Clustering (Miller et al., WACV 2021)
+    alpha: float = 10.0
+    lambda_anchor: float = 0.1
+    reestimate_anchors: bool = True
+    # MCHAD (Kirchheim et al., ICPR 2022)
+    weight_ce: float = 1.0
+    weight_center: float = 1.0
+    weight_oe: float = 1.0
+    margin: float = 4.0
+    # OGNet (Zaheer et al., CVPR 2020); phase one uses train.lr/epochs/batch_size for G
+    d_lr: float = 1e-4
+    old_epoch: int = 1
+    noise_std: float = 0.155
+    phase2_lr: float = 5e-5
+    phase2_iterations: int = 75
+    # cross-entropy classifier with a post-hoc score
+    score_rule: str = "msp"
+    shrinkage: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.pretrain_epochs >= 1, "method.pretrain_epochs", ">= 1", self.pretrain_epochs)
@@ -106,7 +133,9 @@ class MethodConfig:
 class TrainConfig:
     """The fit loop's settings.
 
-    ``lr_milestones`` are epochs at which the learning rate is multiplied by ``lr_gamma``;
+    ``scheduler`` is ``"multistep"`` (``lr_milestones`` are epochs at which the learning
+    rate is multiplied by ``lr_gamma``) or ``"cosine"`` (cosine annealing to 0 over
+    ``epochs``, as MCHAD);
     ``amp`` runs the network body in bf16/fp16 autocast (heads and distances stay
     float32); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
     ``eval_every`` = 0 evaluates only at the end.
@@ -120,6 +149,7 @@ class TrainConfig:
     momentum: float = 0.9
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
+    scheduler: str = "multistep"
     device: str = "auto"
     amp: str = "off"
     channels_last: bool = True
@@ -132,6 +162,7 @@ class TrainConfig:
         _require(self.lr > 0, "train.lr", "> 0", self.lr)
         _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
         _require(self.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        _require(self.scheduler in SCHEDULERS, "train.scheduler", f"one of {SCHEDULERS}", self.scheduler)
         _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)
         _require(
             self.device in DEVICES or self.device.startswith("cuda:"),
@@ -162,6 +193,26 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class OpenSetConfig:
+    """Which classes are known in open-set and outlier-exposure protocols.
+
+    ``trial`` picks open-set trials (the five known/unknown splits of Neal et al.,
+    ECCV 2018, used by Miller et al., WACV 2021; empty = all five); ``known_classes``,
+    when set, replaces the trials with one explicit split; ``outlier_classes`` are
+    classes given to training as outliers (label -1) for outlier exposure, never
+    tested as unknowns.
+    """
+
+    trial: tuple[int, ...] = ()
+    known_classes: tuple[int, ...] = ()
+    outlier_classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        overlap = set(self.known_classes) & set(self.outlier_classes)
+        _require(not overlap, "osr.outlier_classes", "disjoint from osr.known_classes", sorted(overlap))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; ``seed`` drives every random generator.
 
@@ -176,6 +227,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    osr: OpenSetConfig = field(default_factory=OpenSetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), e.g. for ``results.json``."""

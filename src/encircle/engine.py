@@ -164,9 +164,7 @@ def fit(
         samples, labels = samples.to(device), labels.to(device)
 
     optimizer = _make_optimizer(method, config)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
-    )
+    scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     result = FitResult()
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -264,6 +262,14 @@ def _make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimize
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """``"multistep"``: lr x ``lr_gamma`` at each of ``lr_milestones``; ``"cosine"``:
+    ``lr_t = lr/2 * (1 + cos(pi t / epochs))``, stepped once per epoch."""
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma)
 
 
 def _fmt(record: dict[str, Any]) -> str:
