@@ -144,3 +144,55 @@ def test_resume_from_another_architecture_is_refused(tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_outlier_exposure_draws_a_fresh_equal_share_each_epoch():
+    torch.manual_seed(0)
+    method = make_method()
+    x, y = data(40)
+    outliers = 100 + torch.arange(60 * 6, dtype=torch.float32).reshape(60, 6)  # recognisable rows
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original_loss = method.loss
+
+    def recording_loss(xb, yb):
+        seen.append((xb.detach().clone(), yb.clone()))
+        return original_loss(xb, yb)
+
+    method.loss = recording_loss  # type: ignore[method-assign]
+    result = fit(
+        method,
+        x,
+        y,
+        TrainConfig(epochs=2, batch_size=16, lr=1e-3),
+        preprocess=Preprocess("unit").fit(x),
+        seed=0,
+        progress=False,
+        outliers=outliers,
+    )
+    steps = -(-80 // 16)
+    assert len(seen) == 2 * steps
+    per_epoch = []
+    for epoch in range(2):
+        xs = torch.cat([b[0] for b in seen[epoch * steps : (epoch + 1) * steps]])
+        ys = torch.cat([b[1] for b in seen[epoch * steps : (epoch + 1) * steps]])
+        assert int((ys == -1).sum()) == 40 and int((ys == 0).sum()) == 40
+        assert bool((xs[ys == -1] >= 100).all()) and bool((xs[ys == 0] < 100).all())
+        assert len({tuple(r.tolist()) for r in xs[ys == -1]}) == 40  # without replacement
+        per_epoch.append({int(r[0]) for r in xs[ys == -1]})
+    assert per_epoch[0] != per_epoch[1]  # re-drawn every epoch
+    assert result.history[0]["images_per_s"] > 0
+
+
+def test_outliers_must_match_the_samples():
+    x, y = data(8)
+    with pytest.raises(DataError, match="outliers of shape"):
+        fit(
+            make_method(),
+            x,
+            y,
+            TrainConfig(epochs=1),
+            preprocess=Preprocess("unit").fit(x),
+            seed=0,
+            progress=False,
+            outliers=torch.zeros(4, 5),
+        )

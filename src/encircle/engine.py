@@ -126,6 +126,7 @@ def fit(
     resume: bool = False,
     metadata: dict[str, Any] | None = None,
     progress: bool | None = None,
+    outliers: torch.Tensor | None = None,
 ) -> FitResult:
     """Train ``method`` on in-memory ``samples``/``labels``.
 
@@ -144,6 +145,11 @@ def fit(
         resume: continue from ``checkpoint_path`` when it exists.
         metadata: extra plain values stored in checkpoints (e.g. the run config).
         progress: show a tqdm bar; ``None`` shows it only on a terminal.
+        outliers: raw outlier samples for outlier exposure (Hendrycks et al., ICLR 2019).
+            Each epoch draws ``min(N, len(outliers))`` of them without replacement (a
+            fresh draw every epoch, as the MCHAD seed does), labels them ``-1`` and
+            shuffles them in with the ``N`` training samples. ``setup`` sees only the
+            training samples.
 
     Raises:
         TrainingError: the loss became NaN or infinite (names the epoch and batch).
@@ -153,6 +159,19 @@ def fit(
     if len(labels) == 0:
         raise DataError("fit: the training set is empty")
     method.net.check_input(tuple(preprocess(samples[:1]).shape[1:]))
+    n = len(labels)
+    n_outliers = 0
+    if outliers is not None:
+        if outliers.shape[1:] != samples.shape[1:] or outliers.dtype != samples.dtype:
+            raise DataError(
+                f"fit: outliers of shape {tuple(outliers.shape[1:])} {outliers.dtype} do not match the samples' "
+                f"{tuple(samples.shape[1:])} {samples.dtype}"
+            )
+        n_outliers = min(n, len(outliers))
+        pool = torch.cat([samples, outliers])
+        pool_labels = torch.cat([labels, torch.full((len(outliers),), -1, dtype=labels.dtype)])
+    else:
+        pool, pool_labels = samples, labels
     device = resolve_device(config.device)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
@@ -162,6 +181,7 @@ def fit(
         method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":  # small uint8 datasets live on the GPU; batches slice there
         samples, labels = samples.to(device), labels.to(device)
+        pool, pool_labels = pool.to(device), pool_labels.to(device)
 
     optimizer = _make_optimizer(method, config)
     scheduler = make_scheduler(optimizer, config)
@@ -185,8 +205,7 @@ def fit(
     else:
         method.setup(pipeline.batches(samples, labels, inference_batch_size(device)))
 
-    n = len(labels)
-    steps = math.ceil(n / config.batch_size)
+    steps = math.ceil((n + n_outliers) / config.batch_size)
     bar = tqdm(
         total=config.epochs * steps,
         initial=result.resumed_from_epoch * steps,
@@ -198,10 +217,10 @@ def fit(
     started = time.perf_counter()
     for epoch in range(result.resumed_from_epoch, config.epochs):
         method.train()
-        order = torch.randperm(n, generator=shuffle).to(samples.device)
+        order = _epoch_order(n, len(pool) - n, n_outliers, shuffle).to(pool.device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         epoch_start = time.perf_counter()
-        for batch, (x, y) in enumerate(pipeline.batches(samples, labels, config.batch_size, order)):
+        for batch, (x, y) in enumerate(pipeline.batches(pool, pool_labels, config.batch_size, order)):
             with pipeline.autocast():
                 loss = method.loss(x, y)
             if not torch.isfinite(loss):
@@ -221,10 +240,10 @@ def fit(
         seconds = time.perf_counter() - epoch_start
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "loss": float(loss_sum) / n,
+            "loss": float(loss_sum) / len(order),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
-            "images_per_s": n / seconds,
+            "images_per_s": len(order) / seconds,
         }
         last = epoch + 1 == config.epochs
         if eval_hook is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
@@ -255,6 +274,16 @@ def fit(
     method.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _epoch_order(n: int, pool_outliers: int, draw: int, shuffle: torch.Generator) -> torch.Tensor:
+    """Indices of one epoch into ``[samples; outliers]``: all ``n`` samples and ``draw``
+    outliers drawn without replacement from ``pool_outliers``, shuffled together."""
+    if draw == 0:
+        return torch.randperm(n, generator=shuffle)
+    chosen = n + torch.randperm(pool_outliers, generator=shuffle)[:draw]
+    index = torch.cat([torch.arange(n), chosen])
+    return index[torch.randperm(len(index), generator=shuffle)]
 
 
 def _make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
