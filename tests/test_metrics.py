@@ -395,3 +395,24 @@ def test_cuda_matches_cpu():
     assert accuracy(logits, labels) == accuracy(logits.cpu(), labels.cpu())
     cm = confusion_matrix(logits.argmax(1), labels, 5)
     assert cm.device.type == "cuda" and torch.equal(cm.cpu(), confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), 5))
+
+
+def test_oscr_worked_example():
+    # accepted in score order: K+ K- U K+ K+ U -> (FPR, CCR) points
+    # (0,0) (0,.25) (0,.25) (.5,.25) (.5,.5) (.5,.75) (1,.75): area .5 * .25 + .5 * .75 = .5
+    known = torch.tensor([0.1, 0.2, 0.4, 0.5])
+    correct = torch.tensor([True, False, True, True])
+    assert metrics.oscr(known, correct, torch.tensor([0.3, 0.6])) == pytest.approx(0.5)
+    # a tie between a known and an unknown score is one threshold: the diagonal, area .5
+    assert metrics.oscr(torch.tensor([0.3]), torch.tensor([True]), torch.tensor([0.3])) == pytest.approx(0.5)
+    # perfect separation reaches the closed-set accuracy
+    assert metrics.oscr(known, correct, torch.tensor([1.0, 2.0])) == pytest.approx(0.75)
+
+
+def test_oscr_bad_inputs():
+    with pytest.raises(DataError, match="unknown_scores must be a non-empty"):
+        metrics.oscr(torch.tensor([0.1]), torch.tensor([True]), torch.tensor([]))
+    with pytest.raises(DataError, match="known_correct must be booleans"):
+        metrics.oscr(torch.tensor([0.1, 0.2]), torch.tensor([1, 0]), torch.tensor([0.3]))
+    with pytest.raises(DataError, match="must be finite"):
+        metrics.oscr(torch.tensor([float("nan")]), torch.tensor([True]), torch.tensor([0.3]))

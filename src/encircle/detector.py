@@ -5,6 +5,15 @@ The estimator API follows scikit-learn: hyperparameters (a :class:`RunConfig`) g
 ``self``. Unlike PyOD's contamination rate, the threshold is calibrated from a target
 true-positive rate on held-out *normal* data (no anomalies are needed, none are peeked
 at): ``threshold_`` accepts at least ``calibration.tpr`` of the held-out normal samples.
+
+One class serves both settings:
+
+* **one-class** methods (Deep SVDD) train on normal data only; ``predict`` gives ``0``
+  (normal) or ``-1`` (anomaly);
+* **classifying** methods (CAC, MCHAD, the softmax classifier) train on labelled known
+  classes ``0..K-1`` (plus, for outlier exposure, ``outliers``); ``predict`` gives the
+  known class, or ``-1`` (unknown) when the score is above ``threshold_``. The held-out
+  calibration data are known samples only.
 """
 
 from __future__ import annotations
@@ -20,9 +29,10 @@ import torch
 from encircle.checkpoint import load_file, save_file
 from encircle.config import RunConfig, TrainConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
-from encircle.engine import FitResult, InputPipeline, fit, resolve_device, score_samples
+from encircle.engine import FitResult, InputPipeline, fit, inference_batch_size, resolve_device
 from encircle.errors import CheckpointError, DataError
 from encircle.methods import create_method, method_parameters
+from encircle.methods.registry import method_class
 from encircle.methods.base import Method
 from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
@@ -63,6 +73,33 @@ def _as_samples(data: ArrayLike, what: str) -> torch.Tensor:
     return data
 
 
+def _as_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
+    """Known-class labels ``0..K-1`` (``K >= 2``, every class present) for a classifying method."""
+    if labels is None:
+        if not isinstance(data, ImageDataset):
+            raise DataError("this method learns known classes: pass labels=... (or an ImageDataset with labels)")
+        labels = data.labels
+    y = torch.as_tensor(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"labels must be 1-D with one entry per sample ({n}), got shape {tuple(y.shape)}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise DataError(f"labels must be integer class ids, got dtype {y.dtype}")
+    y = y.to(torch.int64)
+    if bool((y < 0).any()):
+        raise DataError(
+            "labels must be known classes 0..K-1: the training set holds unknown (-1) samples, which have no "
+            "class to learn; pass them as outliers=... for outlier exposure, or drop them"
+        )
+    present = torch.bincount(y)
+    if len(present) < 2 or bool((present == 0).any()):
+        missing = torch.nonzero(present == 0).flatten().tolist()
+        raise DataError(
+            f"labels must cover classes 0..K-1 with K >= 2, got {len(present)} class(es)"
+            + (f" with no samples of {missing}" if missing else "")
+        )
+    return y
+
+
 class Detector:
     """Anomaly detector around one registered method.
 
@@ -73,6 +110,7 @@ class Detector:
         method_: the trained method (network + learned state).
         preprocess_: the fitted batch transform.
         threshold_: score above which a sample is an anomaly.
+        num_classes_: the number of known classes (1 for one-class methods).
         sample_shape_: the shape of one training sample; scored data must match it.
         fit_result_: per-epoch history and training time (``None`` after ``load``).
     """
@@ -84,13 +122,20 @@ class Detector:
     def fit(
         self,
         data: ArrayLike,
+        labels: torch.Tensor | np.ndarray | None = None,
         *,
+        outliers: ArrayLike | None = None,
         eval_hook: Callable[[Method], dict[str, float]] | None = None,
         out_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool | None = None,
     ) -> Detector:
-        """Train on normal ``data`` and calibrate the threshold on a held-out part.
+        """Train on ``data`` and calibrate the threshold on a held-out part.
+
+        One-class methods take normal ``data`` (labels are ignored). Classifying methods
+        take known classes ``0..K-1``: ``labels``, or the labels of an ``ImageDataset``;
+        ``outliers`` (samples of no known class) are mixed into training for outlier
+        exposure, a fresh draw of ``len(train)`` of them each epoch.
 
         With ``method.pretrain``, an autoencoder whose encoder is the network is trained
         first (``pretrain_result_`` holds its history). ``out_dir`` receives
@@ -99,10 +144,27 @@ class Detector:
         """
         cfg = self.config
         samples = _as_samples(data, "data")
+        kind = method_class(cfg.method.name)
+        targets = (
+            _as_labels(data, labels, samples.shape[0])
+            if kind.needs_labels
+            else torch.zeros(samples.shape[0], dtype=torch.int64)
+        )
+        extra_samples = None
+        if outliers is not None:
+            extra_samples = _as_samples(outliers, "outliers")
+            if tuple(extra_samples.shape[1:]) != tuple(samples.shape[1:]):
+                raise DataError(
+                    f"outliers have samples of shape {tuple(extra_samples.shape[1:])}, "
+                    f"the data {tuple(samples.shape[1:])}"
+                )
+        self.num_classes_ = int(targets.max()) + 1 if kind.classifies else 1
         train_idx, holdout_idx = self._split(samples.shape[0])
-        train = samples[train_idx]
+        train, train_labels = samples[train_idx], targets[train_idx]
         self.sample_shape_ = tuple(samples.shape[1:])
-        self.model_kwargs_ = self._model_kwargs(self.sample_shape_)
+        self.model_kwargs_ = self._model_kwargs(
+            self.sample_shape_, self.num_classes_ if kind.outputs_are_classes else 0
+        )
         torch.manual_seed(cfg.seed)  # the network's initial weights
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
@@ -115,7 +177,7 @@ class Detector:
             return fit(
                 method,
                 train,
-                torch.zeros(len(train), dtype=torch.int64),
+                train_labels,
                 settings,
                 preprocess=self.preprocess_,
                 seed=cfg.seed,
@@ -136,8 +198,15 @@ class Detector:
         self.method_kwargs_ = {k: v for k, v in cfg.method.to_kwargs().items() if k in accepted}
         self.method_ = create_method(cfg.method.name, net, **self.method_kwargs_)
         self.fit_result_: FitResult | None = train_method(
-            self.method_, cfg.train, TRAIN_FILES, eval_hook=eval_hook, metadata={"config": cfg.to_dict()}
+            self.method_,
+            cfg.train,
+            TRAIN_FILES,
+            eval_hook=eval_hook,
+            metadata={"config": cfg.to_dict()},
+            outliers=extra_samples,
         )
+        pipeline = self.input_pipeline()
+        self.method_.finalize(pipeline.batches(train, train_labels, inference_batch_size(pipeline.device)))
         calibration = samples[holdout_idx] if len(holdout_idx) else train
         self.threshold_ = threshold_at_tpr(self.score(calibration), cfg.calibration.tpr)
         return self
@@ -150,8 +219,9 @@ class Detector:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
-    def _model_kwargs(self, sample_shape: tuple[int, ...]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"out_features": self.config.model.out_features}
+    def _model_kwargs(self, sample_shape: tuple[int, ...], num_outputs: int) -> dict[str, Any]:
+        """Network arguments: ``out_features`` is the class count for logit-space methods."""
+        kwargs: dict[str, Any] = {"out_features": num_outputs or self.config.model.out_features}
         if "in_features" in model_parameters(self.config.model.name):
             kwargs["in_features"] = math.prod(sample_shape)
         return kwargs
@@ -161,10 +231,17 @@ class Detector:
         train = self.config.train
         return InputPipeline(self.preprocess_, resolve_device(train.device), train.channels_last, train.amp)
 
-    def score(self, data: ArrayLike, batch_size: int | None = None) -> torch.Tensor:
-        """Anomaly scores (higher = more anomalous), float32 on the CPU."""
+    @torch.no_grad()
+    def classify(self, data: ArrayLike, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predicted known class, anomaly score)`` of every sample, without rejection.
+
+        The class is ``0`` for one-class methods; scores are float32, higher = more
+        anomalous; both on the CPU.
+        """
         self._check_fitted()
         samples = _as_samples(data, "data")
+        if samples.shape[0] == 0:
+            raise DataError("cannot score an empty set of samples")
         resized = self.preprocess_.shape is not None and samples.ndim == 4
         if not resized and tuple(samples.shape[1:]) != self.sample_shape_:
             raise DataError(
@@ -172,13 +249,25 @@ class Detector:
                 f"was trained on shape {self.sample_shape_}"
             )
         pipeline = self.input_pipeline()
-        self.method_.to(pipeline.device)
-        return score_samples(self.method_, samples, pipeline, batch_size).cpu()
+        self.method_.to(pipeline.device).eval()
+        dummy = torch.zeros(samples.shape[0], dtype=torch.int64)
+        classes, scores = [], []
+        for x, _ in pipeline.batches(samples, dummy, batch_size or inference_batch_size(pipeline.device)):
+            with pipeline.autocast():
+                predicted, score = self.method_.classify(x)
+            classes.append(predicted.cpu())
+            scores.append(score.float().cpu())
+        return torch.cat(classes), torch.cat(scores)
+
+    def score(self, data: ArrayLike, batch_size: int | None = None) -> torch.Tensor:
+        """Anomaly scores (higher = more anomalous), float32 on the CPU."""
+        return self.classify(data, batch_size)[1]
 
     def predict(self, data: ArrayLike) -> torch.Tensor:
-        """``0`` (normal) or ``-1`` (anomaly, score above ``threshold_``), int64."""
-        scores = self.score(data)
-        return torch.where(scores > self.threshold_, -1, 0).to(torch.int64)
+        """The known class (``0`` for one-class methods), or ``-1`` (anomaly / unknown)
+        where the score is above ``threshold_``; int64."""
+        classes, scores = self.classify(data)
+        return torch.where(scores > self.threshold_, -1, classes).to(torch.int64)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "method_"):
@@ -199,6 +288,7 @@ class Detector:
                 "state": {k: v.cpu() for k, v in self.method_.state_dict().items()},
                 "preprocess": self.preprocess_.state(),
                 "threshold": self.threshold_,
+                "num_classes": self.num_classes_,
                 "sample_shape": list(self.sample_shape_),
             },
         )
@@ -218,6 +308,7 @@ class Detector:
             detector.method_.eval()
             detector.preprocess_ = Preprocess.from_state(state["preprocess"])
             detector.threshold_ = float(state["threshold"])
+            detector.num_classes_ = int(state.get("num_classes", 1))
             detector.sample_shape_ = tuple(state["sample_shape"])
             detector.model_kwargs_ = dict(state["model_kwargs"])
             detector.method_kwargs_ = dict(state["method_kwargs"])

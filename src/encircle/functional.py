@@ -78,3 +78,41 @@ def svdd_radius(dist: torch.Tensor, nu: float) -> torch.Tensor:
     distances ``||f(x) - c||`` (not squared), as ``get_radius`` in the authors' code.
     """
     return torch.quantile(dist.detach().double().sqrt(), 1.0 - nu).to(dist.dtype)
+
+
+def anchor_distances(z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Euclidean (not squared) distances ``d[i, k] = ||z_i - a_k||`` of Class Anchor Clustering.
+
+    ``torch.linalg.vector_norm`` of the broadcast difference: its gradient at a zero
+    distance is 0 rather than the NaN of ``sqrt(sum(...))``.
+    """
+    return torch.linalg.vector_norm(z.unsqueeze(1) - anchors.unsqueeze(0), dim=-1)
+
+
+def cac_loss(distances: torch.Tensor, labels: torch.Tensor, lambda_anchor: float = 0.1) -> torch.Tensor:
+    """Class Anchor Clustering loss (Miller et al., WACV 2021, Eq. 5-7), batch mean of
+
+    ``log(1 + sum_{j != y} exp(d_y - d_j)) + lambda * d_y``
+
+    with ``d`` the Euclidean distances to the fixed anchors. The tuplet term is computed
+    as ``logsumexp_j (d_y - d_j)`` over *all* ``j``: the ``j = y`` term is ``exp(0) = 1``,
+    the "1 +" of the formula, so only the ``K - 1`` non-target classes enter the sum -
+    the mask that pytorch-ood 0.4.0 gets wrong - and large distances cannot overflow.
+
+    Args:
+        distances: ``(N, K)`` distances to the class anchors.
+        labels: ``(N,)`` target classes in ``0..K-1``.
+        lambda_anchor: weight of the anchor (pull) term.
+    """
+    target = distances.gather(1, labels.unsqueeze(1))
+    tuplet = torch.logsumexp(target - distances, dim=1)
+    return (tuplet + lambda_anchor * target.squeeze(1)).mean()
+
+
+def cac_score(distances: torch.Tensor) -> torch.Tensor:
+    """Class Anchor Clustering's open-set score ``min_k d_k * (1 - softmin(d)_k)``.
+
+    Higher = more likely unknown (Miller et al., WACV 2021, Eq. 8): a sample must be
+    close to one anchor *and* relatively far from the others to score low.
+    """
+    return (distances * (1 - torch.softmax(-distances, dim=1))).min(dim=1).values

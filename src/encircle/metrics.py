@@ -64,6 +64,7 @@ __all__ = [
     "fpr_at_tpr_in",
     "fpr_at_tpr_out",
     "ood_metrics",
+    "oscr",
 ]
 
 ArrayLike: TypeAlias = torch.Tensor | np.ndarray
@@ -675,6 +676,52 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int) -> to
     t = torch.where(t < 0, k, t)
     p = torch.where(p < 0, k, p)
     return torch.bincount(t * (k + 1) + p, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+
+
+def oscr(known_scores: ArrayLike, known_correct: ArrayLike, unknown_scores: ArrayLike) -> float:
+    """Open-Set Classification Rate: the area under the CCR-vs-FPR curve.
+
+    Dhamija et al., "Reducing Network Agnostophobia", NeurIPS 2018, as used by Miller et
+    al. (WACV 2021) to rank open-set methods. A sample is *accepted* when its score is
+    ``<= t``. For each threshold ``t``, the correct classification rate
+    ``CCR(t) = #{known, correctly classified, accepted} / #known`` and the false positive
+    rate ``FPR(t) = #{unknown, accepted} / #unknown``; the curve runs from ``(0, 0)``
+    through one point per distinct score (tied scores form one threshold) to
+    ``(1, closed-set accuracy)``, and the area is taken with the trapezoid rule. The
+    positive class is "known and correctly classified"; ``OSCR <= accuracy`` and a
+    perfect open-set classifier reaches its closed-set accuracy.
+
+    Args:
+        known_scores: ``(N,)`` scores of known-class test samples (higher = unknown).
+        known_correct: ``(N,)`` booleans, whether each known sample's class is right.
+        unknown_scores: ``(M,)`` scores of unknown test samples.
+
+    Raises:
+        DataError: empty inputs, non-finite scores, or mismatched lengths.
+    """
+    known = _as_tensor(known_scores, "known_scores").double().cpu()
+    unknown = _as_tensor(unknown_scores, "unknown_scores").double().cpu()
+    correct = _as_tensor(known_correct, "known_correct").cpu()
+    for name, x in (("known_scores", known), ("unknown_scores", unknown)):
+        if x.ndim != 1 or x.shape[0] == 0:
+            raise DataError(f"{name} must be a non-empty 1-D array, got shape {_shape(x)}")
+        if not bool(torch.isfinite(x).all()):
+            raise DataError(f"{name} must be finite, got NaN or infinite values")
+    if correct.dtype != torch.bool or correct.shape != known.shape:
+        raise DataError(
+            f"known_correct must be booleans of the same shape as known_scores {_shape(known)}, "
+            f"got {correct.dtype} {_shape(correct)}"
+        )
+    scores = torch.cat([known, unknown])
+    hits = torch.cat([correct.double(), torch.zeros_like(unknown)])
+    false = torch.cat([torch.zeros_like(known), torch.ones_like(unknown)])
+    order = torch.argsort(scores, stable=True)
+    ordered = scores[order]
+    ends = torch.ones_like(ordered, dtype=torch.bool)  # last index of each run of ties
+    ends[:-1] = ordered[1:] != ordered[:-1]
+    ccr = torch.cat([torch.zeros(1, dtype=torch.float64), hits[order].cumsum(0)[ends] / known.shape[0]])
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), false[order].cumsum(0)[ends] / unknown.shape[0]])
+    return float(torch.trapezoid(ccr, fpr))
 
 
 # ----------------------------------------------------------------------------- streaming

@@ -1,19 +1,25 @@
 """Methods: a network plus its objective and score. Importing registers the built-ins."""
 
-from encircle.methods import autoencoder, svdd
+from encircle.methods import autoencoder, cac, softmax, svdd
 from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
+from encircle.methods.cac import ClassAnchorClustering
 from encircle.methods.registry import create_method, list_methods, method_parameters, register_method
+from encircle.methods.softmax import SoftmaxClassifier
 from encircle.methods.svdd import DeepSVDD
 
 __all__ = [
     "Autoencoder",
+    "ClassAnchorClustering",
     "DeepSVDD",
     "Method",
+    "SoftmaxClassifier",
     "autoencoder",
+    "cac",
     "create_method",
     "list_methods",
     "method_parameters",
     "register_method",
+    "softmax",
     "svdd",
 ]

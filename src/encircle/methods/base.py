@@ -3,7 +3,9 @@
 A method owns a network and the state its objective learns besides the weights (a
 center, anchors, a radius), and it knows three things: how to set that state up from
 the training data before training, its training loss on a batch, and its outlier score
-(higher = more anomalous).
+(higher = more anomalous). Methods that classify known classes (``classifies``) also
+predict a class per sample, and may gather statistics from the training data once
+training is over (``finalize``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class Method(nn.Module):
     name: str = ""
     #: whether ``loss`` needs class labels (False for one-class methods).
     needs_labels: bool = False
+    #: whether the method predicts known classes ``0..K-1`` (open-set recognition).
+    classifies: bool = False
+    #: whether the network's output size must be the number of classes (logit-space
+    #: methods such as CAC and a softmax classifier) rather than ``model.out_features``.
+    outputs_are_classes: bool = False
 
     def __init__(self, net: Backbone) -> None:
         super().__init__()
@@ -57,3 +64,15 @@ class Method(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Outlier score of a preprocessed batch, higher = more anomalous, float32."""
         raise NotImplementedError
+
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predicted class, score)`` of a preprocessed batch from one forward pass.
+
+        One-class methods predict class 0 (normal) for every sample.
+        """
+        score = self.score(x)
+        return torch.zeros(score.shape[0], dtype=torch.int64, device=score.device), score
+
+    @torch.no_grad()
+    def finalize(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """After training, gather statistics from preprocessed training batches (default: none)."""

@@ -14,6 +14,11 @@ list_methods = METHODS.names
 method_parameters = METHODS.parameters
 
 
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name`` (e.g. to read ``needs_labels`` before building it)."""
+    return METHODS.get(name)
+
+
 def create_method(name: str, net: Backbone, **kwargs: Any) -> Method:
     """Build method ``name`` around ``net``."""
     method: Method = METHODS.create(name, net, **kwargs)
