@@ -1,6 +1,6 @@
 """The ``encircle`` command.
 
-Sub-commands: ``datasets``, ``run PROTOCOL``, ``fit``, ``score``, ``list`` and ``demo``.
+Sub-commands: ``datasets``, ``run PROTOCOL``, ``fit``, ``score``, ``report RUN_DIR``, ``list`` and ``demo``.
 Results tables go to standard output, logs to standard error. A bad input prints one
 line, ``error: ...``, and exits with status 2 (``--debug`` shows the traceback).
 """
@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", dest="data_option", metavar="DATA", help="the same as DATA")
     p.add_argument("--out", help="write per-sample scores and anomaly yes/no as CSV")
     p.set_defaults(handler=_cmd_score)
+
+    p = sub.add_parser("report", parents=[common], help="write RUN_DIR/report.html: figures, metrics, config, history")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (results.json) or a bench directory")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+    p.set_defaults(handler=_cmd_report)
     return parser
 
 
@@ -310,6 +315,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from encircle.report import write_report
+
+    print(f"report written to {write_report(args.run_dir, out=args.out)}")
+    return 0
+
+
 def _csv_field(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
@@ -330,10 +342,14 @@ def _print_results(results: dict[str, Any], out: Path) -> None:
     if "table" in results:
         header = list(results["table"][0])
         print(_table(header, [[str(row[k]) for k in header] for row in results["table"]]))
+        for title, rows in results.get("tables", {}).items():
+            header = list(rows[0])
+            print(f"\n{title}\n" + _table(header, [[str(row[k]) for k in header] for row in rows]))
         scalars = {k: v for k, v in results["metrics"].items() if isinstance(v, float)}
     else:
         scalars = results["metrics"]
-    print(_table(["metric", "value"], [[k, _number(v)] for k, v in scalars.items()]))
+    if scalars:
+        print(_table(["metric", "value"], [[k, _number(v)] for k, v in scalars.items()]))
     print(f"wall time {results['wall_seconds']:.1f} s; results in {out / 'results.json'}")
 
 

@@ -32,8 +32,8 @@ from encircle.data.dataset import ImageDataset
 from encircle.engine import FitResult, InputPipeline, fit, inference_batch_size, resolve_device
 from encircle.errors import CheckpointError, DataError
 from encircle.methods import create_method, method_parameters
-from encircle.methods.registry import method_class
 from encircle.methods.base import Method
+from encircle.methods.registry import method_class
 from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
 from encircle.preprocess import Preprocess
@@ -196,6 +196,8 @@ class Detector:
             self.pretrain_result_ = train_method(autoencoder, cfg.method.pretrain_config(cfg.train), PRETRAIN_FILES)
         accepted = method_parameters(cfg.method.name)
         self.method_kwargs_ = {k: v for k, v in cfg.method.to_kwargs().items() if k in accepted}
+        if "num_classes" in accepted:  # methods with their own class centers (MCHAD)
+            self.method_kwargs_["num_classes"] = self.num_classes_
         self.method_ = create_method(cfg.method.name, net, **self.method_kwargs_)
         self.fit_result_: FitResult | None = train_method(
             self.method_,

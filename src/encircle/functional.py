@@ -80,8 +80,8 @@ def svdd_radius(dist: torch.Tensor, nu: float) -> torch.Tensor:
     return torch.quantile(dist.detach().double().sqrt(), 1.0 - nu).to(dist.dtype)
 
 
-def anchor_distances(z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Euclidean (not squared) distances ``d[i, k] = ||z_i - a_k||`` of Class Anchor Clustering.
+def euclidean_distances(z: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Euclidean (not squared) distances ``d[i, k] = ||z_i - a_k||`` (CAC's anchors, MCHAD's centers).
 
     ``torch.linalg.vector_norm`` of the broadcast difference: its gradient at a zero
     distance is 0 rather than the NaN of ``sqrt(sum(...))``.
@@ -116,3 +116,40 @@ def cac_score(distances: torch.Tensor) -> torch.Tensor:
     close to one anchor *and* relatively far from the others to score low.
     """
     return (distances * (1 - torch.softmax(-distances, dim=1))).min(dim=1).values
+
+
+def mchad_loss(
+    distances: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    weight_ce: float = 1.0,
+    weight_center: float = 1.0,
+    weight_oe: float = 1.0,
+    margin: float = 0.0,
+) -> torch.Tensor:
+    """MCHAD loss (Kirchheim et al., ICPR 2022) on Euclidean distances to the class centers.
+
+    ``L = w_ce * mean_known CE(-d, y) + w_center * mean_known d_y^2
+    + w_oe * sum_outliers sum_k max(0, m^2 - d_k^2)``
+
+    Known samples have labels ``0..K-1``, outliers ``-1``. The first two terms average over
+    the known samples of the batch and the outlier term *sums* over its outliers (as the
+    reference implementation, pytorch-ood's ``MCHADLoss``, so ``w_oe`` keeps its meaning
+    there); a term without samples in the batch is 0.
+
+    Args:
+        distances: ``(N, K)`` distances ``||f(x) - mu_k||``.
+        labels: ``(N,)`` classes ``0..K-1`` or ``-1``.
+        weight_ce, weight_center, weight_oe: the three weights.
+        margin: outliers are pushed at least ``margin`` away from every center.
+    """
+    known = labels >= 0
+    zero = distances.new_zeros(())
+    if bool(known.any()):
+        d_known, y = distances[known], labels[known]
+        ce = torch.nn.functional.cross_entropy(-d_known, y)
+        center = d_known.gather(1, y.unsqueeze(1)).pow(2).mean()
+    else:
+        ce = center = zero
+    outlier = (margin**2 - distances[~known].pow(2)).clamp(min=0).sum() if bool((~known).any()) else zero
+    return weight_ce * ce + weight_center * center + weight_oe * outlier

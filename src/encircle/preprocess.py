@@ -23,9 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from encircle.data.transforms import global_contrast_normalization, min_max_scale, to_float
+from encircle.data.transforms import global_contrast_normalization, min_max_scale, resize_images, to_float
 from encircle.errors import ConfigError, DataError
 
 PREPROCESS_KINDS = ("unit", "gcn-minmax", "standardize")
@@ -76,17 +75,9 @@ class Preprocess:
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if self.shape is None or tuple(x.shape[1:]) == self.shape:
             return x
-        if x.ndim != 4 or len(self.shape) != 3:
+        if len(self.shape) != 3:
             raise DataError(f"cannot resize samples of shape {tuple(x.shape[1:])} to {self.shape}: images only")
-        channels = self.shape[0]
-        if x.shape[1] != channels:
-            if channels == 1:
-                x = x.mean(dim=1, keepdim=True)
-            elif x.shape[1] == 1:
-                x = x.expand(-1, channels, -1, -1)
-            else:
-                raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels}-channel ones")
-        return F.interpolate(x, size=self.shape[1:], mode="bilinear", antialias=True, align_corners=False)
+        return resize_images(x, (self.shape[0], self.shape[1], self.shape[2]))
 
     def _param(self, name: str, like: torch.Tensor) -> torch.Tensor:
         if name not in self.params:

@@ -96,3 +96,18 @@ def test_min_max_errors():
         min_max_scale(torch.zeros(2), torch.tensor(2.0), torch.tensor(1.0))
     with pytest.raises(DataError, match=r"min_max_range: expected a non-empty batch, got shape \(0, 3\)"):
         min_max_range(torch.zeros(0, 3))
+
+
+def test_convert_images_to_grayscale_28():
+    from encircle.data.transforms import convert_images
+
+    rgb = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    rgb[:, 0] = 255  # pure red: channel mean 85
+    gray = convert_images(rgb, (1, 28, 28))
+    assert gray.shape == (2, 1, 28, 28) and gray.dtype == torch.uint8
+    assert bool((gray == 85).all())
+    assert convert_images(gray, (1, 28, 28)) is gray
+    with pytest.raises(DataError, match="expects uint8"):
+        convert_images(rgb.float(), (1, 28, 28))
+    with pytest.raises(DataError, match="2-channel"):
+        convert_images(torch.zeros(1, 2, 4, 4, dtype=torch.uint8), (3, 4, 4))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from encircle.errors import ConfigError, DataError
-from encircle.functional import anchor_distances, cac_loss, cac_score
+from encircle.functional import cac_loss, cac_score, euclidean_distances
 from encircle.methods import ClassAnchorClustering, create_method
 from encircle.models.base import Backbone
 
@@ -24,9 +24,9 @@ class Identity(Backbone):
         return features
 
 
-def test_anchor_distances_by_hand():
+def test_euclidean_distances_by_hand():
     z = torch.tensor([[10.0, 0.0], [0.0, 0.0]])
-    d = anchor_distances(z, 10 * torch.eye(2))
+    d = euclidean_distances(z, 10 * torch.eye(2))
     assert torch.allclose(d, torch.tensor([[0.0, 10 * math.sqrt(2)], [10.0, 10.0]]))
 
 
@@ -62,7 +62,7 @@ def test_classify_is_nearest_anchor_and_score_matches():
     x = torch.tensor([[9.0, 1.0, 0.0], [0.0, 0.0, 11.0]])
     classes, scores = method.classify(x)
     assert classes.tolist() == [0, 2]
-    assert torch.allclose(scores, cac_score(anchor_distances(x, 10 * torch.eye(3))))
+    assert torch.allclose(scores, cac_score(euclidean_distances(x, 10 * torch.eye(3))))
 
 
 def test_anchor_reestimation_uses_only_correctly_classified_samples():

@@ -131,3 +131,38 @@ def min_max_scale(x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | 
     elif not span > 0:
         raise DataError(f"min_max_scale: hi must be greater than lo, got lo={lo}, hi={hi}")
     return (x - lo) / span
+
+
+def resize_images(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Float images ``(N, C, H, W)`` -> ``(N, *shape)``: channels, then size.
+
+    RGB -> gray is the channel mean; gray -> RGB repeats the channel; the size changes
+    by bilinear interpolation with antialiasing (as torchvision's ``Resize`` on tensors).
+    """
+    if x.ndim != 4 or len(shape) != 3:
+        raise DataError(f"cannot resize samples of shape {tuple(x.shape[1:])} to {tuple(shape)}: images only")
+    channels = shape[0]
+    if x.shape[1] != channels:
+        if channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        elif x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        else:
+            raise DataError(f"cannot turn {x.shape[1]}-channel images into {channels}-channel ones")
+    if tuple(x.shape[2:]) == tuple(shape[1:]):
+        return x
+    return torch.nn.functional.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
+
+
+def convert_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``uint8`` images resized/recoloured to ``shape`` (:func:`resize_images`), still ``uint8``.
+
+    Lets a test set of another format join a dataset, e.g. CIFAR-10 as grayscale 28x28
+    unknowns beside MNIST (seed 004).
+    """
+    if images.dtype != torch.uint8:
+        raise DataError(f"convert_images expects uint8 images, got {images.dtype}")
+    if tuple(images.shape[1:]) == tuple(shape):
+        return images
+    x = resize_images(to_float(images), shape)
+    return (x * 255).round().clamp(0, 255).to(torch.uint8)

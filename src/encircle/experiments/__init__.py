@@ -1,6 +1,6 @@
 """Named protocols. Importing this package registers the built-in ones."""
 
-from encircle.experiments import oneclass, seed000, seed002
+from encircle.experiments import mchad_fashion, oneclass, osr, seed000, seed002, seed004
 from encircle.experiments.protocol import (
     Protocol,
     RunContext,
@@ -17,9 +17,12 @@ __all__ = [
     "build_config",
     "get_protocol",
     "list_protocols",
+    "mchad_fashion",
     "oneclass",
+    "osr",
     "register_protocol",
     "run_protocol",
     "seed000",
     "seed002",
+    "seed004",
 ]

@@ -3,7 +3,8 @@
 :func:`run_protocol` composes a protocol's defaults with ``--quick``, a TOML file and
 ``--set`` overrides (in that order), runs it, and writes ``OUT/results.json``
 (protocol, data sources and sizes, config, metrics, per-epoch history, wall time and
-versions) atomically.
+versions) atomically, then draws the run's figures into ``OUT/figures`` when matplotlib
+is installed (:func:`encircle.figures.write_run_figures`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,18 @@ def run_protocol(
         "versions": versions(),
     }
     atomic_write_json(out / "results.json", results)
+    _write_figures(out)
     return results
+
+
+def _write_figures(out: Path) -> None:
+    """Draw the run's figures into ``out/figures`` when matplotlib is installed."""
+    from encircle.figures import plotting_available, write_run_figures  # figures load the artifacts of this package
+
+    if not plotting_available():
+        log.info("no figures: matplotlib is not installed (pip install encircle[plot])")
+        return
+    log.info("figures: %s", ", ".join(p.name for p in write_run_figures(out)) or "none")
 
 
 def describe_dataset(ds: ImageDataset) -> dict[str, Any]:

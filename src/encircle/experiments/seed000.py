@@ -9,14 +9,19 @@ epoch on the MNIST test digits (in-distribution) plus the Fashion-MNIST test ima
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import torch
 
 from encircle.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, ood_union, stratified_subset
 from encircle.detector import Detector
 from encircle.engine import score_samples
+from encircle.experiments.artifacts import embed_samples, save_scores
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.base import Method
+from encircle.methods.svdd import DeepSVDD
 from encircle.metrics import ood_metrics
 
 
@@ -57,6 +62,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         accepted_in=float(accepted[labels >= 0].float().mean()),
         accepted_out=float(accepted[labels < 0].float().mean()),
     )
+    _save_artifacts(ctx, detector, test, labels, scores, accepted, config)
     fit_result = detector.fit_result_
     return {
         "data_source": "; ".join(dict.fromkeys(ds.source for ds in (train, test_in, test_out))),
@@ -69,6 +75,44 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "history": fit_result.history if fit_result else [],
         "train_seconds": fit_result.seconds if fit_result else 0.0,
     }
+
+
+def _save_artifacts(
+    ctx: RunContext,
+    detector: Detector,
+    test: torch.Tensor,
+    labels: torch.Tensor,
+    scores: torch.Tensor,
+    accepted: torch.Tensor,
+    config: RunConfig,
+) -> None:
+    """Test scores, 2-D outputs, center, boundary radius and 8 + 8 sample images for the report.
+
+    Every in-distribution digit counts as the one known class ``0``. The drawn circle is
+    the detector's boundary: the score is ``||f(x) - c||^2 - R^2`` (``R = 0`` for the
+    one-class objective), so a sample is accepted within ``sqrt(threshold + R^2)`` of ``c``.
+    """
+    method = detector.method_
+    space: dict[str, Any] = {}
+    if isinstance(method, DeepSVDD):  # the protocol's method; other methods have no center
+        space["embeddings"] = embed_samples(method, test, detector.input_pipeline())
+        space["centers"] = method.center[None].cpu()
+        space["radius"] = math.sqrt(max(detector.threshold_ + float(method.radius) ** 2, 0.0))
+    generator = torch.Generator().manual_seed(config.seed)
+    inside, outside = torch.nonzero(labels >= 0).flatten(), torch.nonzero(labels < 0).flatten()
+    index = torch.cat([part[torch.randperm(len(part), generator=generator)[:8]] for part in (inside, outside)])
+    save_scores(
+        ctx.out_dir,
+        "test",
+        scores=scores,
+        labels=torch.where(labels >= 0, 0, -1),
+        predictions=torch.where(accepted, 0, -1),
+        threshold=detector.threshold_,
+        images=test[index],
+        image_index=index,
+        class_names=(config.data.name,),
+        **space,
+    )
 
 
 PROTOCOL = register_protocol(

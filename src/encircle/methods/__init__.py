@@ -1,14 +1,16 @@
 """Methods: a network plus its objective and score. Importing registers the built-ins."""
 
-from encircle.methods import autoencoder, cac, softmax, svdd
+from encircle.methods import autoencoder, cac, mchad, softmax, svdd
 from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
 from encircle.methods.cac import ClassAnchorClustering
+from encircle.methods.mchad import MCHAD
 from encircle.methods.registry import create_method, list_methods, method_parameters, register_method
 from encircle.methods.softmax import SoftmaxClassifier
 from encircle.methods.svdd import DeepSVDD
 
 __all__ = [
+    "MCHAD",
     "Autoencoder",
     "ClassAnchorClustering",
     "DeepSVDD",
@@ -18,6 +20,7 @@ __all__ = [
     "cac",
     "create_method",
     "list_methods",
+    "mchad",
     "method_parameters",
     "register_method",
     "softmax",

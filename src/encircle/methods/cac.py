@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 
 from encircle.errors import ConfigError
-from encircle.functional import anchor_distances, cac_loss, cac_score
+from encircle.functional import cac_loss, cac_score, euclidean_distances
 from encircle.methods._labels import check_class_labels
 from encircle.methods.base import Method
 from encircle.methods.registry import register_method
@@ -72,11 +72,11 @@ class ClassAnchorClustering(Method):
             check_class_labels(y, self.num_classes, "CAC")
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cac_loss(anchor_distances(self.embed(x), self.anchors), y, self.lambda_anchor)
+        return cac_loss(euclidean_distances(self.embed(x), self.anchors), y, self.lambda_anchor)
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Distances to the test-time anchors (the re-estimated means after ``finalize``)."""
-        return anchor_distances(self.embed(x), self.test_anchors)
+        return euclidean_distances(self.embed(x), self.test_anchors)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return cac_score(self.distances(x))
@@ -99,7 +99,7 @@ class ClassAnchorClustering(Method):
         for x, y in batches:
             known = y >= 0
             z = self.embed(x[known])
-            correct = anchor_distances(z, self.anchors).argmin(dim=1) == y[known]
+            correct = euclidean_distances(z, self.anchors).argmin(dim=1) == y[known]
             sums.index_add_(0, y[known][correct], z[correct].double())
             counts += torch.bincount(y[known][correct], minlength=self.num_classes).double()
         empty = counts == 0

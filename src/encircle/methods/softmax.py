@@ -99,20 +99,25 @@ class SoftmaxClassifier(Method):
 
     def __init__(self, net: Backbone, score_rule: str = "msp", shrinkage: float = 0.0) -> None:
         super().__init__(net)
-        if score_rule not in SCORE_RULES:
-            raise ConfigError(f"method.score_rule must be one of {SCORE_RULES}, got {score_rule!r}")
+        self.set_score_rule(score_rule)
         if not 0 <= shrinkage <= 1:
             raise ConfigError(f"method.shrinkage must be in [0, 1], got {shrinkage}")
         if net.out_features < 2:
             raise ConfigError(
                 f"a softmax classifier needs at least 2 classes (network outputs), got {net.out_features}"
             )
-        self.score_rule, self.shrinkage = score_rule, shrinkage
+        self.shrinkage = shrinkage
         self.num_classes = net.out_features
         self.class_means: torch.Tensor
         self.precision: torch.Tensor
         self.register_buffer("class_means", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("precision", torch.zeros(0, dtype=torch.float64))
+
+    def set_score_rule(self, score_rule: str) -> None:
+        """Score with another post-hoc rule (``"mahalanobis"`` then needs ``finalize``)."""
+        if score_rule not in SCORE_RULES:
+            raise ConfigError(f"method.score_rule must be one of {SCORE_RULES}, got {score_rule!r}")
+        self.score_rule = score_rule
 
     @torch.no_grad()
     def setup(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -145,7 +150,7 @@ class SoftmaxClassifier(Method):
         for name in ("class_means", "precision"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
-        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @torch.no_grad()
     def finalize(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
