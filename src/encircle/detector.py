@@ -224,8 +224,11 @@ class Detector:
     def _model_kwargs(self, sample_shape: tuple[int, ...], num_outputs: int) -> dict[str, Any]:
         """Network arguments: ``out_features`` is the class count for logit-space methods."""
         kwargs: dict[str, Any] = {"out_features": num_outputs or self.config.model.out_features}
-        if "in_features" in model_parameters(self.config.model.name):
+        accepted = model_parameters(self.config.model.name)
+        if "in_features" in accepted:
             kwargs["in_features"] = math.prod(sample_shape)
+        if "dropout" in accepted:
+            kwargs["dropout"] = self.config.model.dropout
         return kwargs
 
     # -- inference --------------------------------------------------------------------

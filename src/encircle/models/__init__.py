@@ -3,7 +3,7 @@
 Importing this package registers every built-in network.
 """
 
-from encircle.models import lenet, mlp, seed004
+from encircle.models import lenet, mlp, seed004, wrn
 from encircle.models.base import Backbone
 from encircle.models.registry import create_model, list_models, model_parameters, register_model
 
@@ -16,4 +16,5 @@ __all__ = [
     "model_parameters",
     "register_model",
     "seed004",
+    "wrn",
 ]

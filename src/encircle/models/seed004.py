@@ -17,7 +17,8 @@ class Seed004Net(Backbone):
 
     ``forward_features`` ends at the 256-d penultimate layer; the head is the last linear
     layer, whose ``out_features`` outputs are the class logits (10 for MNIST). Dropout
-    is ``dropout`` after each convolution and 0.5 before the head, as in the example.
+    with rate ``dropout`` follows each convolution and the penultimate layer (0.5 in the
+    example).
     """
 
     input_shape = (1, 28, 28)
@@ -36,7 +37,7 @@ class Seed004Net(Backbone):
         x = F.dropout(self.conv1(x).relu(), self.dropout, self.training)
         x = F.dropout(F.avg_pool2d(self.conv2(x), 2).relu(), self.dropout, self.training)
         x = F.dropout(F.avg_pool2d(self.conv3(x), 2).relu(), self.dropout, self.training)
-        return F.dropout(self.fc1(x.flatten(1)).relu(), 0.5, self.training)
+        return F.dropout(self.fc1(x.flatten(1)).relu(), self.dropout, self.training)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc2(features)
