@@ -89,3 +89,12 @@ def test_images_of_another_size_are_resized_to_the_network(tmp_path):
     assert torch.equal(Detector.load(tmp_path / "d.pt").score(rgb), det.score(rgb))
     with pytest.raises(DataError, match=r"trained on shape \(1, 14, 14\)"):
         det.score(torch.zeros(2, 5))
+
+
+def test_nan_inputs_are_never_accepted_as_normal():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(64, 5, generator=g)
+    detector = Detector(config()).fit(data, progress=False)
+    probe = data[:3].clone()
+    probe[1, 2] = float("nan")
+    assert detector.predict(probe)[1].item() == -1

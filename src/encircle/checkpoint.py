@@ -2,15 +2,20 @@
 
 A file is a dict of state dicts, tensors and plain values with a header:
 ``format`` (``"encircle-checkpoint"`` or ``"encircle-detector"``), ``format_version``,
-``encircle_version`` and ``method``. It is written atomically and read with
-``torch.load(..., weights_only=True)`` only, so a file carrying a pickled object that
-would run code is refused instead of executed.
+``encircle_version``, ``method`` and ``payload_sha256``. It is written atomically and
+read with ``torch.load(..., weights_only=True)`` only, so a file carrying a pickled object
+that would run code is refused instead of executed. torch's zip reader does not check
+the archive's CRCs, so a flipped bit in a tensor would load silently: ``payload_sha256``
+(a digest of every tensor's bytes, dtype and shape and of every plain value) is checked
+on loading instead. Files written before it existed (no ``payload_sha256``) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,9 @@ from encircle._io import atomic_torch_save
 from encircle.errors import CheckpointError
 
 FORMAT_VERSION = 1
+HEADER_KEYS = ("format", "format_version", "encircle_version", "method", "payload_sha256")
+#: How torch names a global that safe loading refused (wording differs between torch versions).
+_REFUSED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
 
 
 def save_file(path: str | Path, kind: str, method: str, payload: dict[str, Any]) -> None:
@@ -30,8 +38,35 @@ def save_file(path: str | Path, kind: str, method: str, payload: dict[str, Any])
         "format_version": FORMAT_VERSION,
         "encircle_version": __version__,
         "method": method,
+        "payload_sha256": payload_sha256(payload),
     }
     atomic_torch_save(path, {**header, **payload})
+
+
+def payload_sha256(payload: dict[str, Any]) -> str:
+    """Digest of a payload's structure and content: tensors by dtype, shape and bytes;
+    dicts, lists and tuples item by item; other values by type and ``repr``."""
+    digest = hashlib.sha256()
+    _update(digest, payload)
+    return digest.hexdigest()
+
+
+def _update(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{flat.dtype}{tuple(obj.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        digest.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():
+            _update(digest, key)
+            _update(digest, value)
+    elif isinstance(obj, list | tuple):
+        digest.update(f"L{len(obj)}".encode())
+        for value in obj:
+            _update(digest, value)
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def load_file(path: str | Path, kind: str, method: str | None = None) -> dict[str, Any]:
@@ -42,20 +77,31 @@ def load_file(path: str | Path, kind: str, method: str | None = None) -> dict[st
             format version, for another method, or holds objects that safe loading refuses.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{kind} file {str(path)!r} is a folder, expected a file")
     if not path.is_file():
         raise CheckpointError(f"{kind} file {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+        refused = _REFUSED_GLOBAL.search(str(exc))
         if refused:
             raise CheckpointError(
                 f"refused to load {str(path)!r}: it holds an object ({refused.group(1)}) that "
                 "safe loading (weights_only=True) does not allow, since loading it could run code"
             ) from None
-        raise CheckpointError(f"{str(path)!r} is not a readable {kind} file") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a readable {kind} file: {exc}") from None
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable {kind} file: safe loading (weights_only=True) cannot read "
+            f"its pickle data ({_gist(exc)})"
+        ) from None
+    except PermissionError:
+        raise CheckpointError(f"cannot read {kind} file {str(path)!r}: permission denied") from None
+    except Exception as exc:  # garbage makes torch's reader fail in many ways (IndexError, EOFError, ...)
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable {kind} file: it is truncated or corrupt ({_gist(exc)})"
+        ) from None
     expected = f"encircle-{kind}"
     if not isinstance(state, dict) or state.get("format") != expected:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -68,4 +114,23 @@ def load_file(path: str | Path, kind: str, method: str | None = None) -> dict[st
         )
     if method is not None and state.get("method") != method:
         raise CheckpointError(f"{str(path)!r} was written by method {state.get('method')!r}, expected {method!r}")
+    recorded = state.get("payload_sha256")
+    if recorded is not None:
+        got = payload_sha256({k: v for k, v in state.items() if k not in HEADER_KEYS})
+        if got != recorded:
+            raise CheckpointError(
+                f"{str(path)!r} is corrupt: its content does not match the sha256 recorded when it was written "
+                f"(expected {recorded}, got {got}); it was damaged after saving"
+            )
     return state
+
+
+def _gist(exc: BaseException) -> str:
+    """The informative part of torch's (long, multi-line) loading errors."""
+    text = str(exc)
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if detail:
+        text = detail.group(1)
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text.strip())
+    first = text.splitlines()[0].split(". ")[0].strip() if text.strip() else ""
+    return first or "no data where data was expected"

@@ -1,8 +1,11 @@
 """The ``encircle`` command.
 
-Sub-commands: ``datasets``, ``run PROTOCOL``, ``fit``, ``score``, ``report RUN_DIR``, ``list`` and ``demo``.
+Sub-commands: ``datasets``, ``run PROTOCOL``, ``bench``, ``fit``, ``score``, ``report RUN_DIR``, ``list`` and
+``demo``.
 Results tables go to standard output, logs to standard error. A bad input prints one
-line, ``error: ...``, and exits with status 2 (``--debug`` shows the traceback).
+line, ``error: ...``, and exits with status 2; any other exception (a bug, or an input
+encircle does not check yet) also prints one line, with a hint, and exits with status 1.
+``--debug`` (before or after the sub-command) re-raises instead, showing the traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,23 +38,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --nproc` re-launches it under torchrun
     _setup_logging(args)
     try:
         return int(args.handler(args))
     except (EncircleError, OSError) as exc:  # OSError: unwritable output, full disk, ...
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # not a checked input: still one line, the traceback on request
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+        print(
+            f"error: unexpected {type(exc).__name__}: {first} (run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: its lines joined with spaces."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    # a sub-command's unset flag must not overwrite one given before it (`encircle --debug run ...`)
+    common = _flags(default=argparse.SUPPRESS)
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--config", metavar="FILE", help="TOML file with [data]/[model]/[method]/[train] tables")
     config.add_argument(
@@ -69,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="encircle",
         description="Center-based deep anomaly detection and open-set recognition.",
-        parents=[common],
+        parents=[_flags(default=False)],
     )
     parser.add_argument("--version", action="version", version=f"encircle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/PROTOCOL)")
     p.add_argument("--quick", action="store_true", help="a small version that finishes in under a minute")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N processes on this machine (one per GPU, or CPU processes): runs this command "
+        "under `torchrun --standalone --nproc-per-node N`",
+    )
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("demo", parents=[common], help="run the seed000 protocol into runs/demo")
@@ -119,7 +145,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (results.json) or a bench directory")
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser(
+        "bench", parents=[common, config], help="run a suite of protocols: one results table (md, csv, json) + report"
+    )
+    p.add_argument("--suite", default="quick", help="quick (small settings, minutes) or full (the papers' settings)")
+    p.add_argument("--out", help="output directory (default runs/bench-SUITE); --config/--set apply to every cell")
+    p.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _flags(default: Any) -> argparse.ArgumentParser:
+    """``--quiet`` and ``--debug``, accepted before and after the sub-command."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--quiet", action="store_true", default=default, help="no progress bars, warnings only")
+    flags.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
+    return flags
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -169,21 +210,48 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from encircle import distributed
     from encircle.experiments import run_protocol
 
-    out = Path(args.out or f"runs/{args.protocol}")
-    _log_to_file(out)
-    results = run_protocol(
-        args.protocol,
-        out_dir=out,
-        quick=args.quick,
-        config_file=args.config,
-        overrides=_overrides(args),
-        resume=args.resume,
-        progress=_progress(args),
-    )
-    _print_results(results, out)
+    if args.nproc != 1:
+        return _launch_torchrun(args)
+    with distributed.process_group():  # joins torchrun's group when launched by it, else nothing
+        main_rank = distributed.is_main()
+        if not main_rank:  # rank 0 logs, prints and writes; the others only warn
+            for handler in logging.getLogger().handlers:
+                handler.setLevel(max(handler.level, logging.WARNING))
+        out = Path(args.out or f"runs/{args.protocol}")
+        if main_rank:
+            _log_to_file(out)
+        results = run_protocol(
+            args.protocol,
+            out_dir=out,
+            quick=args.quick,
+            config_file=args.config,
+            overrides=_overrides(args),
+            resume=args.resume,
+            progress=_progress(args),
+        )
+        if main_rank:
+            _print_results(results, out)
     return 0
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``run --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``."""
+    from encircle import distributed
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if distributed.launched():
+        raise ConfigError("--nproc launches torchrun; under torchrun leave it out (--nproc-per-node sets the count)")
+    argv, skip = [], False
+    for token in args.argv:
+        if not skip and token != "--nproc" and not token.startswith("--nproc="):
+            argv.append(token)
+        skip = token == "--nproc"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
+    return subprocess.call([*command, "-m", "encircle", *argv])
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -313,6 +381,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run a suite; the Markdown table to stdout; exit status 1 when a cell failed."""
+    from encircle.bench import get_suite, run_suite
+
+    suite = get_suite(args.suite)
+    out = Path(args.out or f"runs/bench-{suite.name}")
+    result = run_suite(suite, out, config_file=args.config, overrides=_overrides(args), progress=_progress(args))
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"{result.failed} failed cell(s); tables {out}/results.md|csv|json, report {out / 'report.html'}")
+    return 1 if result.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from encircle.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("off", "bf16", "fp16", "auto")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("multistep", "cosine")
 
@@ -57,12 +57,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network name (see ``encircle.models.list_models()``), output size, and dropout for
-    the networks that take it (``seed004``; others ignore it)."""
+    """Network name (see ``encircle.models.list_models()``) and output size.
+
+    ``dropout``, ``depth`` and ``widen_factor`` go to the networks that take them
+    (``seed004``, ``wrn``; 0 = the network's default depth/width). ``pretrained`` names
+    weights (``encircle.models.pretrained.list_pretrained()``) or a weights file loaded
+    into the network before training, all but its head, which gets ``out_features``.
+    """
 
     name: str = "seed000"
     out_features: int = 2
     dropout: float = 0.5
+    depth: int = 0
+    widen_factor: int = 0
+    pretrained: str = ""
 
     def __post_init__(self) -> None:
         _require(self.out_features >= 1, "model.out_features", ">= 1", self.out_features)
@@ -140,7 +148,8 @@ class TrainConfig:
     rate is multiplied by ``lr_gamma``) or ``"cosine"`` (cosine annealing to 0 over
     ``epochs``, as MCHAD);
     ``amp`` runs the network body in bf16/fp16 autocast (heads and distances stay
-    float32); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
+    float32; ``"auto"``: bf16 on GPUs that support it, fp16 on older GPUs, off on the
+    CPU); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
     ``eval_every`` = 0 evaluates only at the end.
     """
 
@@ -164,6 +173,8 @@ class TrainConfig:
         _require(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
         _require(self.lr > 0, "train.lr", "> 0", self.lr)
         _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _require(self.momentum >= 0, "train.momentum", ">= 0", self.momentum)
+        _require(self.lr_gamma > 0, "train.lr_gamma", "> 0", self.lr_gamma)
         _require(self.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         _require(self.scheduler in SCHEDULERS, "train.scheduler", f"one of {SCHEDULERS}", self.scheduler)
         _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)

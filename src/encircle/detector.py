@@ -36,6 +36,7 @@ from encircle.methods.base import Method
 from encircle.methods.registry import method_class
 from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
+from encircle.models.pretrained import load_pretrained, pretrained_normalization
 from encircle.preprocess import Preprocess
 
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
@@ -169,8 +170,13 @@ class Detector:
         net = create_model(cfg.model.name, **self.model_kwargs_)
         if not isinstance(net, Backbone):
             raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")
+        constants: dict[str, torch.Tensor] = {}
+        if cfg.model.pretrained:
+            load_pretrained(cfg.model.pretrained, net, include_head=False)
+            constants = pretrained_normalization(cfg.model.pretrained) if cfg.data.preprocess == "normalize" else {}
         resize = samples.ndim == 4 and net.input_shape is not None and self.sample_shape_ != net.input_shape
-        self.preprocess_ = Preprocess(cfg.data.preprocess, shape=net.input_shape if resize else None).fit(train)
+        shape = net.input_shape if resize else None
+        self.preprocess_ = Preprocess(cfg.data.preprocess, params=constants, shape=shape).fit(train)
         out = Path(out_dir) if out_dir is not None else None
 
         def train_method(method: Method, settings: TrainConfig, files: tuple[str, str], **extra: Any) -> FitResult:
@@ -229,6 +235,10 @@ class Detector:
             kwargs["in_features"] = math.prod(sample_shape)
         if "dropout" in accepted:
             kwargs["dropout"] = self.config.model.dropout
+        for name in ("depth", "widen_factor"):
+            value = getattr(self.config.model, name)
+            if value and name in accepted:
+                kwargs[name] = value
         return kwargs
 
     # -- inference --------------------------------------------------------------------
@@ -270,9 +280,10 @@ class Detector:
 
     def predict(self, data: ArrayLike) -> torch.Tensor:
         """The known class (``0`` for one-class methods), or ``-1`` (anomaly / unknown)
-        where the score is above ``threshold_``; int64."""
+        where the score is above ``threshold_`` or not a number; int64."""
         classes, scores = self.classify(data)
-        return torch.where(scores > self.threshold_, -1, classes).to(torch.int64)
+        accepted = scores <= self.threshold_  # a NaN score (e.g. from a NaN input) is never accepted
+        return torch.where(accepted, classes, -1).to(torch.int64)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "method_"):
@@ -318,6 +329,6 @@ class Detector:
             detector.model_kwargs_ = dict(state["model_kwargs"])
             detector.method_kwargs_ = dict(state["method_kwargs"])
             detector.fit_result_ = None
-        except (KeyError, RuntimeError) as exc:
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{str(path)!r} does not fit this encircle's networks: {exc}") from None
         return detector

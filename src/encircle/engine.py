@@ -1,11 +1,35 @@
 """The fit loop every method trains with.
 
-Read :func:`fit` top to bottom: it resolves the device, seeds, sets up the method's
-state (or restores a checkpoint), then runs epochs of shuffled mini-batches that are
-sliced from in-memory tensors and preprocessed batch-wise on the device. Each epoch
-appends a record to the history (loss, learning rate, throughput, and the evaluation
-hook's metrics), and checkpoints are written atomically so ``resume=True`` continues
-exactly where a run stopped.
+Read :func:`_train` top to bottom: it seeds, sets up the method's state (or restores a
+checkpoint), then runs epochs of shuffled mini-batches preprocessed batch-wise on the
+device. Each epoch appends a record to the history (loss, learning rate, throughput,
+and the evaluation hook's metrics), and checkpoints are written atomically so
+``resume=True`` continues exactly where a run stopped. Batches come from a source:
+:func:`fit` slices them from tensors in memory, :func:`fit_stream` reads them from a
+:class:`~encircle.data.memmap.MemmapDataset` larger than memory.
+
+**Distributed data parallel.** Launched by torchrun with several processes (see
+``docs/scaling.md``), every rank runs this same loop on its shard of each epoch:
+
+* ``train.batch_size`` is the *global* batch; each rank takes ``ceil(batch_size /
+  world)`` samples per step, so a recipe keeps its batch size and learning rate.
+* Sharding follows ``DistributedSampler``: the epoch's seeded order (and outlier draw)
+  is the same on every rank, padded to a multiple of the world size, and rank ``r``
+  takes indices ``r::world``. Step ``k`` of all ranks together is then step ``k`` of one
+  process with the global batch.
+* Gradients are averaged with one all-reduce after ``backward``
+  (:func:`encircle.distributed.average_gradients`) rather than by wrapping the method in
+  ``DistributedDataParallel``: DDP arms its gradient hooks in ``forward``, while the
+  engine calls ``method.loss``; the explicit all-reduce needs no wrapper, works for any
+  method and leaves the method (and its state dict) as it is. It does not overlap
+  communication with the backward pass, which costs little for networks of this size.
+* ``setup`` and ``after_epoch`` see this rank's contiguous share of the training data:
+  state that depends on all of it (a center, a radius) is combined with
+  :mod:`encircle.distributed`'s collectives by the method.
+* BatchNorm normalises with per-rank batch statistics; running statistics are averaged
+  over the ranks after every epoch so every rank holds the same model.
+* Every rank evaluates (``score_samples`` gathers the ranks' scores); only rank 0
+  writes the history and checkpoints; on ``resume`` every rank loads the same checkpoint.
 """
 
 from __future__ import annotations
@@ -17,42 +41,82 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from encircle import distributed
 from encircle._io import atomic_write_text
 from encircle.checkpoint import load_file, save_file
 from encircle.config import TrainConfig
+from encircle.data import memmap
 from encircle.errors import CheckpointError, ConfigError, DataError, TrainingError
-from encircle.methods.base import Method
+from encircle.methods.base import Batches, Method
 from encircle.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
 EvalHook = Callable[[Method], dict[str, float]]
+#: In-memory training data moves to the GPU when it takes at most this share of its free memory.
+DEVICE_DATA_SHARE = 0.5
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA is an error."""
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA is an error.
+
+    Under DDP a bare ``"cuda"`` (or ``"auto"`` on a GPU machine) is this process's GPU,
+    ``cuda:LOCAL_RANK``.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and distributed.is_distributed():
+        index, count = distributed.local_rank(), torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                f"process LOCAL_RANK={index} has no GPU of its own: this machine has {count}; "
+                "start at most that many processes per machine, or use train.device='cpu'"
+            )
+        return torch.device("cuda", index)
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast mode ``train.amp`` means on ``device``.
+
+    ``"auto"`` is ``"bf16"`` on a GPU that supports it, ``"fp16"`` (with a GradScaler)
+    on an older GPU and ``"off"`` on the CPU; other values are kept.
+    """
+    if amp != "auto":
+        return amp
+    if device.type != "cuda":
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 @dataclass
 class InputPipeline:
-    """Turns raw in-memory samples into network input on the device, batch-wise."""
+    """Turns raw samples into network input on the device, batch-wise.
+
+    A CPU batch bound for a GPU is first copied into pinned memory, so the copy to the
+    device does not block the host. ``amp`` may be ``"auto"`` (see :func:`resolve_amp`).
+    """
 
     preprocess: Preprocess
     device: torch.device
     channels_last: bool = True
     amp: str = "off"
 
+    def __post_init__(self) -> None:
+        self.amp = resolve_amp(self.amp, self.device)
+
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        if raw.device.type == "cpu" and self.device.type == "cuda":
+            raw = raw.pin_memory()
         x = self.preprocess(raw.to(self.device, non_blocking=True))
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -85,22 +149,51 @@ def inference_batch_size(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 128
 
 
+def data_device(nbytes: int, device: torch.device) -> torch.device:
+    """Where ``nbytes`` of in-memory training data should live for training on ``device``.
+
+    On a GPU: there, when the data takes at most ``DEVICE_DATA_SHARE`` of the GPU's free
+    memory (``torch.cuda.mem_get_info``), so batches are sliced on the GPU; otherwise on
+    the host, and each batch is copied from pinned memory without blocking. On the CPU:
+    the CPU.
+    """
+    if device.type != "cuda":
+        return torch.device("cpu")
+    free, _total = torch.cuda.mem_get_info(device)
+    if nbytes <= DEVICE_DATA_SHARE * free:
+        return device
+    log.info(
+        "training data (%.2f GiB) is more than %.0f%% of %s's free memory (%.2f GiB): it stays in host memory",
+        nbytes / 2**30,
+        100 * DEVICE_DATA_SHARE,
+        device,
+        free / 2**30,
+    )
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def score_samples(
     method: Method, samples: torch.Tensor, pipeline: InputPipeline, batch_size: int | None = None
 ) -> torch.Tensor:
-    """Outlier scores (higher = more anomalous) of ``samples``, float32, on the device."""
+    """Outlier scores (higher = more anomalous) of ``samples``, float32, on the device.
+
+    Under DDP this is a collective: every rank calls it with the same ``samples``, scores
+    a contiguous share, and gets the scores of all samples, in order, from every rank.
+    """
     if samples.shape[0] == 0:
         raise DataError("cannot score an empty set of samples")
+    start, stop = distributed.shard_range(samples.shape[0])
     was_training = method.training
     method.eval()
-    dummy = torch.zeros(samples.shape[0], dtype=torch.int64)
+    dummy = torch.zeros(stop - start, dtype=torch.int64)
     parts = []
-    for x, _ in pipeline.batches(samples, dummy, batch_size or inference_batch_size(pipeline.device)):
+    for x, _ in pipeline.batches(samples[start:stop], dummy, batch_size or inference_batch_size(pipeline.device)):
         with pipeline.autocast():
             parts.append(method.score(x).float())
     method.train(was_training)
-    return torch.cat(parts)
+    local = torch.cat(parts) if parts else torch.empty(0, device=pipeline.device)
+    return distributed.all_gather_cat(local)
 
 
 @dataclass
@@ -130,6 +223,9 @@ def fit(
 ) -> FitResult:
     """Train ``method`` on in-memory ``samples``/``labels``.
 
+    On CUDA the data moves to the GPU when it fits (:func:`data_device`). Under DDP
+    every rank passes the same data and trains on its shard (see the module docstring).
+
     Args:
         method: the method (network + objective) to train, in place.
         samples: raw samples, ``uint8`` images ``(N, C, H, W)`` or float features.
@@ -138,13 +234,14 @@ def fit(
         preprocess: fitted batch transform applied on the device.
         seed: seeds the global torch RNG (initialisation) and the shuffling generator.
         eval_hook: called with the method (eval mode) every ``config.eval_every`` epochs
-            and after the last; its metrics join that epoch's history record.
+            and after the last; its metrics join that epoch's history record. Under DDP
+            it runs on every rank.
         checkpoint_path: where checkpoints go (every ``config.checkpoint_every`` epochs
             and at the end); ``None`` writes none.
         history_path: a JSON-lines file rewritten atomically after every epoch.
         resume: continue from ``checkpoint_path`` when it exists.
         metadata: extra plain values stored in checkpoints (e.g. the run config).
-        progress: show a tqdm bar; ``None`` shows it only on a terminal.
+        progress: show a tqdm bar; ``None`` shows it only on a terminal (rank 0 only).
         outliers: raw outlier samples for outlier exposure (Hendrycks et al., ICLR 2019).
             Each epoch draws ``min(N, len(outliers))`` of them without replacement (a
             fresh draw every epoch, as the MCHAD seed does), labels them ``-1`` and
@@ -156,8 +253,7 @@ def fit(
     """
     if len(labels) != samples.shape[0]:
         raise DataError(f"fit: {samples.shape[0]} samples but {len(labels)} labels")
-    if len(labels) == 0:
-        raise DataError("fit: the training set is empty")
+    _check_size(len(labels))
     method.net.check_input(tuple(preprocess(samples[:1]).shape[1:]))
     n = len(labels)
     n_outliers = 0
@@ -173,29 +269,206 @@ def fit(
     else:
         pool, pool_labels = samples, labels
     device = resolve_device(config.device)
+    where = data_device(pool.nbytes + pool_labels.nbytes, device)
+    source = _InMemory(pool.to(where), pool_labels.to(where), n, n_outliers, torch.Generator().manual_seed(seed))
+    return _train(
+        method,
+        source,
+        config,
+        device,
+        preprocess=preprocess,
+        seed=seed,
+        eval_hook=eval_hook,
+        checkpoint_path=checkpoint_path,
+        history_path=history_path,
+        resume=resume,
+        metadata=metadata,
+        progress=progress,
+    )
+
+
+def fit_stream(
+    method: Method,
+    dataset: memmap.MemmapDataset,
+    config: TrainConfig,
+    *,
+    preprocess: Preprocess,
+    seed: int,
+    eval_hook: EvalHook | None = None,
+    checkpoint_path: str | Path | None = None,
+    history_path: str | Path | None = None,
+    resume: bool = False,
+    metadata: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    chunk_size: int | None = None,
+    shuffle_chunks: int = 8,
+    prefetch: int = 2,
+) -> FitResult:
+    """Train ``method`` on a memory-mapped dataset with bounded memory.
+
+    The same loop as :func:`fit`, with batches read from ``dataset`` in chunks of
+    ``chunk_size`` consecutive samples (default: 4 MiB of images) by a prefetch thread
+    (``prefetch`` chunks ahead), visited in a seeded order per epoch and shuffled within
+    a buffer of ``shuffle_chunks`` chunks (:mod:`encircle.data.memmap`). Memory holds at
+    most ``(2 * shuffle_chunks + prefetch + 3) * chunk_size`` samples besides a batch.
+    Each epoch's order depends only on ``seed`` and the epoch, so ``resume`` is exact.
+    Under DDP each rank reads its ``ceil(N / world)`` samples of the chunk sequence.
+    ``preprocess`` must be fitted already (e.g. on ``dataset.read(0, 10_000)[0]``);
+    outlier exposure is not supported here.
+    """
+    _check_size(len(dataset))
+    for name, value in (("chunk_size", chunk_size or 1), ("shuffle_chunks", shuffle_chunks), ("prefetch", prefetch)):
+        if value < 1:
+            raise ConfigError(f"fit_stream: {name} must be >= 1, got {value}")
+    method.net.check_input(tuple(preprocess(dataset.read(0, 1)[0]).shape[1:]))
+    source = _Streamed(dataset, seed, chunk_size or memmap.chunk_size_for(dataset), shuffle_chunks, prefetch)
+    return _train(
+        method,
+        source,
+        config,
+        resolve_device(config.device),
+        preprocess=preprocess,
+        seed=seed,
+        eval_hook=eval_hook,
+        checkpoint_path=checkpoint_path,
+        history_path=history_path,
+        resume=resume,
+        metadata=metadata,
+        progress=progress,
+    )
+
+
+def _check_size(n: int) -> None:
+    if n == 0:
+        raise DataError("fit: the training set is empty")
+    if n < distributed.world_size():
+        raise DataError(f"fit: {n} training samples cannot be shared by {distributed.world_size()} processes")
+
+
+class _Source(Protocol):
+    """Where training batches come from (this rank's share of them)."""
+
+    def epoch_size(self) -> int:
+        """Samples one epoch trains on, over all ranks, before padding."""
+
+    def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
+        """This rank's shuffled training batches of ``epoch``."""
+
+    def local(self, pipeline: InputPipeline, batch_size: int) -> Batches:
+        """This rank's contiguous share of the training samples (no outliers), in order."""
+
+    def state(self) -> dict[str, Any]:
+        """Data-order state for checkpoints."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+
+
+class _InMemory:
+    """Batches sliced from ``pool`` (the ``n`` training samples, then the outliers)."""
+
+    def __init__(
+        self, pool: torch.Tensor, labels: torch.Tensor, n: int, n_outliers: int, shuffle: torch.Generator
+    ) -> None:
+        self.pool, self.labels, self.n, self.n_outliers, self.shuffle = pool, labels, n, n_outliers, shuffle
+
+    def epoch_size(self) -> int:
+        return self.n + self.n_outliers
+
+    def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
+        order = distributed.shard(_epoch_order(self.n, len(self.pool) - self.n, self.n_outliers, self.shuffle))
+        return pipeline.batches(self.pool, self.labels, batch_size, order.to(self.pool.device))
+
+    def local(self, pipeline: InputPipeline, batch_size: int) -> Batches:
+        start, stop = distributed.shard_range(self.n)
+        return pipeline.batches(self.pool[start:stop], self.labels[start:stop], batch_size)
+
+    def state(self) -> dict[str, Any]:
+        return {"shuffle": self.shuffle.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.shuffle.set_state(state["shuffle"])
+
+
+class _Streamed:
+    """Batches read from a memory-mapped dataset in chunks (:mod:`encircle.data.memmap`)."""
+
+    def __init__(
+        self, dataset: memmap.MemmapDataset, seed: int, chunk_size: int, shuffle_chunks: int, prefetch: int
+    ) -> None:
+        self.dataset, self.seed, self.chunk_size = dataset, seed, chunk_size
+        self.shuffle_chunks, self.prefetch = shuffle_chunks, prefetch
+
+    def epoch_size(self) -> int:
+        return len(self.dataset)
+
+    def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
+        rank, world = distributed.rank(), distributed.world_size()
+        chunk_order = _generator(self.seed, epoch)  # the same on every rank
+        ranges = memmap.epoch_ranges(len(self.dataset), self.chunk_size, chunk_order, rank, world)
+        raw = memmap.stream_batches(
+            self.dataset,
+            ranges,
+            batch_size,
+            generator=_generator(self.seed, epoch, rank + 1),
+            shuffle_samples=self.shuffle_chunks * self.chunk_size,
+            prefetch=self.prefetch,
+        )
+        return ((pipeline(x), y.to(pipeline.device)) for x, y in raw)
+
+    def local(self, pipeline: InputPipeline, batch_size: int) -> Batches:
+        rank, world = distributed.rank(), distributed.world_size()
+        ranges = memmap.shard_ranges(len(self.dataset), self.chunk_size, rank, world)
+        raw = memmap.stream_batches(self.dataset, ranges, batch_size, prefetch=self.prefetch)
+        return ((pipeline(x), y.to(pipeline.device)) for x, y in raw)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A generator seeded from ``keys`` (well mixed: nearby keys give unrelated streams)."""
+    entropy = [k % 2**64 for k in keys]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+
+def _train(
+    method: Method,
+    source: _Source,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    preprocess: Preprocess,
+    seed: int,
+    eval_hook: EvalHook | None,
+    checkpoint_path: str | Path | None,
+    history_path: str | Path | None,
+    resume: bool,
+    metadata: dict[str, Any] | None,
+    progress: bool | None,
+) -> FitResult:
     torch.manual_seed(seed)
-    shuffle = torch.Generator().manual_seed(seed)
     pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
     method.to(device)
     if config.channels_last:
         method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if device.type == "cuda":  # small uint8 datasets live on the GPU; batches slice there
-        samples, labels = samples.to(device), labels.to(device)
-        pool, pool_labels = pool.to(device), pool_labels.to(device)
 
     optimizer = _make_optimizer(method, config)
     scheduler = make_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=pipeline.amp == "fp16")
     result = FitResult()
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
+    if _resuming(resume, ckpt) and ckpt is not None:
         state = load_file(ckpt, "checkpoint", method.name)
         try:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
-            shuffle.set_state(state["rng"]["shuffle"])
+            source.load_state(state["rng"])
             torch.set_rng_state(state["rng"]["torch"])
             result.history = list(state["history"])
             result.resumed_from_epoch = int(state["epoch"])
@@ -203,24 +476,26 @@ def fit(
             raise CheckpointError(f"cannot resume from {str(ckpt)!r}: it does not fit this run ({exc})") from None
         log.info("resumed from %s at epoch %d", ckpt, result.resumed_from_epoch)
     else:
-        method.setup(pipeline.batches(samples, labels, inference_batch_size(device)))
+        method.setup(source.local(pipeline, inference_batch_size(device)))
 
-    steps = math.ceil((n + n_outliers) / config.batch_size)
+    main = distributed.is_main()
+    batch_size = _local_batch_size(config.batch_size)
+    steps = math.ceil(math.ceil(source.epoch_size() / distributed.world_size()) / batch_size)
     bar = tqdm(
         total=config.epochs * steps,
         initial=result.resumed_from_epoch * steps,
         desc=f"{method.name} train",
         unit="batch",
-        disable=None if progress is None else not progress,
+        disable=True if not main else None if progress is None else not progress,
         leave=False,
     )
     started = time.perf_counter()
     for epoch in range(result.resumed_from_epoch, config.epochs):
         method.train()
-        order = _epoch_order(n, len(pool) - n, n_outliers, shuffle).to(pool.device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        seen = 0
         epoch_start = time.perf_counter()
-        for batch, (x, y) in enumerate(pipeline.batches(pool, pool_labels, config.batch_size, order)):
+        for batch, (x, y) in enumerate(source.epoch(epoch, pipeline, batch_size)):
             with pipeline.autocast():
                 loss = method.loss(x, y)
             if not torch.isfinite(loss):
@@ -230,20 +505,24 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_gradients(method.parameters())
             scaler.step(optimizer)
             scaler.update()
             method.after_step(epoch)
             loss_sum += loss.detach() * len(y)
+            seen += len(y)
             bar.update()
-        method.after_epoch(epoch, lambda: pipeline.batches(samples, labels, inference_batch_size(device)))
+        distributed.average_batchnorm_stats(method)
+        method.after_epoch(epoch, lambda: source.local(pipeline, inference_batch_size(device)))
         scheduler.step()
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)])).tolist()
         seconds = time.perf_counter() - epoch_start
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "loss": float(loss_sum) / len(order),
+            "loss": totals[0] / totals[1],
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
-            "images_per_s": len(order) / seconds,
+            "images_per_s": totals[1] / seconds,
         }
         last = epoch + 1 == config.epochs
         if eval_hook is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
@@ -251,10 +530,12 @@ def fit(
             method.train()
         result.history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
-        log.info("epoch %d/%d %s", epoch + 1, config.epochs, _fmt(record))
-        if history_path is not None:
+        if main:
+            log.info("epoch %d/%d %s", epoch + 1, config.epochs, _fmt(record))
+        if main and history_path is not None:
             atomic_write_text(history_path, "".join(_json_line(r) for r in result.history))
-        if ckpt is not None and (last or (config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0)):
+        due = last or (config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0)
+        if main and ckpt is not None and due:
             save_file(
                 ckpt,
                 "checkpoint",
@@ -265,7 +546,7 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+                    "rng": {"torch": torch.get_rng_state(), **source.state()},
                     "history": result.history,
                     "metadata": metadata or {},
                 },
@@ -274,6 +555,35 @@ def fit(
     method.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _resuming(resume: bool, ckpt: Path | None) -> bool:
+    """Whether to resume from ``ckpt``: asked for and present (on every rank, under DDP)."""
+    if not resume or ckpt is None:
+        return False
+    found = ckpt.is_file()
+    agreeing = int(distributed.all_reduce_sum(torch.tensor(int(found))))
+    if agreeing not in (0, distributed.world_size()):
+        raise CheckpointError(
+            f"checkpoint {str(ckpt)!r} exists for {agreeing} of {distributed.world_size()} processes: resuming "
+            "under DDP needs the output folder on a file system that every process sees"
+        )
+    return found
+
+
+def _local_batch_size(batch_size: int) -> int:
+    """This rank's batch: ``train.batch_size`` is the global batch, split over the ranks."""
+    world = distributed.world_size()
+    local = math.ceil(batch_size / world)
+    if local * world != batch_size:
+        log.warning(
+            "train.batch_size=%d is not a multiple of the %d processes: each takes %d, %d in all",
+            batch_size,
+            world,
+            local,
+            local * world,
+        )
+    return local
 
 
 def _epoch_order(n: int, pool_outliers: int, draw: int, shuffle: torch.Generator) -> torch.Tensor:

@@ -16,6 +16,9 @@ Kinds:
   numbers for those datasets and also works on any other data.
 * ``"standardize"``: per-feature ``(x - mean) / std`` with training statistics, for
   tabular features.
+* ``"normalize"``: per-channel ``(x / 255 - mean_c) / std_c`` for images, with the
+  constants a pretrained network was trained with when they are given (``params``),
+  else the training data's channel statistics (the usual CIFAR recipe).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from encircle.data.transforms import global_contrast_normalization, min_max_scale, resize_images, to_float
 from encircle.errors import ConfigError, DataError
 
-PREPROCESS_KINDS = ("unit", "gcn-minmax", "standardize")
+PREPROCESS_KINDS = ("unit", "gcn-minmax", "standardize", "normalize")
 
 
 @dataclass
@@ -59,6 +62,14 @@ class Preprocess:
             std = x.std(dim=0, unbiased=False)
             std[std == 0] = 1.0  # constant features stay constant instead of dividing by zero
             self.params = {"mean": x.mean(dim=0).float().cpu(), "std": std.float().cpu()}
+        elif self.kind == "normalize" and not self.params:
+            x = self._resize(to_float(samples))
+            if x.ndim != 4:
+                raise DataError(f"'normalize' preprocessing is for images (N, C, H, W), got shape {tuple(x.shape)}")
+            channels = x.transpose(0, 1).flatten(1).double()
+            std = channels.std(dim=1, unbiased=False)
+            std[std == 0] = 1.0
+            self.params = {"mean": channels.mean(dim=1).float().cpu(), "std": std.float().cpu()}
         return self
 
     def __call__(self, samples: torch.Tensor) -> torch.Tensor:
@@ -70,6 +81,9 @@ class Preprocess:
         if self.kind == "standardize":
             flat = (x.flatten(1) - self._param("mean", x)) / self._param("std", x)
             return flat.reshape(x.shape)
+        if self.kind == "normalize":
+            mean, std = self._param("mean", x).view(1, -1, 1, 1), self._param("std", x).view(1, -1, 1, 1)
+            return (x - mean) / std
         return x
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:

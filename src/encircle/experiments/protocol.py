@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encircle import __version__
+from encircle import __version__, distributed
 from encircle._io import atomic_write_json
 from encircle.config import RunConfig, flatten, load_toml, with_overrides
 from encircle.data.dataset import ImageDataset
@@ -109,8 +109,9 @@ def run_protocol(
         "wall_seconds": time.perf_counter() - started,
         "versions": versions(),
     }
-    atomic_write_json(out / "results.json", results)
-    _write_figures(out)
+    if distributed.is_main():  # under DDP every rank holds the results; rank 0 writes them
+        atomic_write_json(out / "results.json", results)
+        _write_figures(out)
     return results
 
 

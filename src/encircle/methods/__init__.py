@@ -1,6 +1,6 @@
 """Methods: a network plus its objective and score. Importing registers the built-ins."""
 
-from encircle.methods import autoencoder, cac, mchad, softmax, svdd
+from encircle.methods import autoencoder, cac, mchad, ognet, softmax, svdd
 from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
 from encircle.methods.cac import ClassAnchorClustering
@@ -22,6 +22,7 @@ __all__ = [
     "list_methods",
     "mchad",
     "method_parameters",
+    "ognet",
     "register_method",
     "softmax",
     "svdd",

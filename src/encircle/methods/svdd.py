@@ -12,6 +12,18 @@ objectives:
   distances of all training data (``radius_update="epoch"``), which is less noisy.
   ``nu`` bounds the fraction of training points outside the sphere (the nu-property,
   Prop. 4 of the paper).
+
+Collapse. The objective is minimal when every output equals ``c`` ("hypersphere
+collapse", Sec. 3.3 of the paper); bias-free networks and the ``eps`` rule make it hard
+to reach, not impossible (dead units, zero weights with ``eps=0``). The spread of the
+outputs over each epoch's training batches is tracked at no extra forward pass; when
+every output coordinate varies by at most ``COLLAPSE_RTOL`` of its magnitude (its
+float32 rounding level, so a working network is never flagged), training stops with a
+:class:`~encircle.errors.TrainingError`. Decision: an error, not a warning, because the
+state cannot be recovered: no term of the objective rewards spread, so later epochs
+keep the outputs together, and a detector whose scores are all equal would accept or
+reject everything; stopping saves the remaining epochs and never writes such a
+detector (the checkpoint of the previous epoch stays).
 """
 
 from __future__ import annotations
@@ -20,7 +32,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from encircle.errors import ConfigError, DataError
+from encircle.distributed import all_gather_cat, all_reduce_sum
+from encircle.errors import ConfigError, DataError, TrainingError
 from encircle.functional import (
     one_class_svdd_loss,
     soft_boundary_svdd_loss,
@@ -33,6 +46,8 @@ from encircle.methods.registry import register_method
 from encircle.models.base import Backbone
 
 OBJECTIVES = ("one-class", "soft-boundary")
+#: Collapse: every output coordinate's spread over an epoch is at most this share of its magnitude.
+COLLAPSE_RTOL = 1e-6
 RADIUS_UPDATES = ("batch", "epoch")
 
 
@@ -87,20 +102,24 @@ class DeepSVDD(Method):
         self.register_buffer("radius", torch.zeros(()))
         self.register_buffer("center_ready", torch.tensor(False))
         self._batch_dist: torch.Tensor | None = None
+        self._spread: tuple[int, torch.Tensor, torch.Tensor] | None = None  # epoch's (n, mean, M2) of outputs
 
     @torch.no_grad()
     def setup(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Set ``center`` to the mean initial output (eval mode), with the eps rule."""
         was_training = self.training
         self.eval()
-        total: torch.Tensor | None = None
+        total = torch.zeros(self.center.shape, dtype=torch.float64, device=self.center.device)
         count = 0
         for x, _ in batches:
             z = self.embed(x).double()
-            total = z.sum(dim=0) if total is None else total + z.sum(dim=0)
+            total += z.sum(dim=0)
             count += z.shape[0]
         self.train(was_training)
-        if total is None:
+        # under DDP each rank saw its shard of the data: sum over the ranks (no-op in one process)
+        total = all_reduce_sum(total)
+        count = int(all_reduce_sum(torch.tensor(count, device=total.device)))
+        if count == 0:
             raise DataError("Deep SVDD needs at least one training sample to set its center")
         self.center.copy_(svdd_center(total / count, self.eps).to(self.center.dtype))
         self.radius.zero_()
@@ -116,25 +135,70 @@ class DeepSVDD(Method):
         return squared_distances(self.embed(x), self.center)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        dist = self.distances(x)
+        self._check_ready()
+        z = self.embed(x)
+        self._track_spread(z.detach())
+        dist = squared_distances(z, self.center)
         if self.objective == "one-class":
             return one_class_svdd_loss(dist)
         self._batch_dist = dist.detach()
         return soft_boundary_svdd_loss(dist, self.radius, self.nu)
 
     def after_step(self, epoch: int) -> None:
-        """Authors' rule: after warm-up, ``R`` = quantile of this mini-batch's distances."""
+        """Authors' rule: after warm-up, ``R`` = quantile of this mini-batch's distances.
+
+        Under DDP the ranks' batches are gathered first, so ``R`` comes from the global
+        batch (the one a single process sees) and stays equal on every rank.
+        """
         updating = self.objective == "soft-boundary" and self.radius_update == "batch"
         if updating and epoch >= self.warm_up_epochs and self._batch_dist is not None:
-            self.radius.copy_(svdd_radius(self._batch_dist, self.nu))
+            self.radius.copy_(svdd_radius(all_gather_cat(self._batch_dist), self.nu))
+
+    def _track_spread(self, z: torch.Tensor) -> None:
+        """Merge a batch's outputs into the epoch's count, mean and sum of squared deviations
+        (Chan et al.'s pairwise update, float64), per coordinate."""
+        if z.shape[0] == 0:
+            return
+        z = z.double()
+        n_b, mean_b = z.shape[0], z.mean(dim=0)
+        m2_b = (z - mean_b).pow(2).sum(dim=0)
+        if self._spread is None:
+            self._spread = (n_b, mean_b, m2_b)
+            return
+        n_a, mean_a, m2_a = self._spread
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        self._spread = (n, mean_a + delta * (n_b / n), m2_a + m2_b + delta.pow(2) * (n_a * n_b / n))
+
+    def _check_collapse(self, epoch: int) -> None:
+        """Raise :class:`TrainingError` when this epoch's outputs were all (numerically) one point."""
+        stats, self._spread = self._spread, None
+        if stats is None:
+            return
+        n, local_mean, local_m2 = stats
+        # under DDP every rank merges all ranks' statistics, so that all of them decide alike
+        count = all_reduce_sum(torch.tensor(float(n), dtype=torch.float64, device=local_mean.device))
+        mean = all_reduce_sum(local_mean * n) / count
+        spread = (all_reduce_sum(local_m2 + n * (local_mean - mean).pow(2)) / count).sqrt()
+        scale = torch.maximum(mean.abs(), self.center.double().abs())
+        if bool((spread <= COLLAPSE_RTOL * scale).all()):
+            gap = float((mean - self.center.double()).pow(2).sum())
+            raise TrainingError(
+                f"Deep SVDD collapsed in epoch {epoch + 1}: the network maps all {int(count)} training samples to "
+                f"one point (output spread {float(spread.max()):.3g}, squared distance to the center {gap:.3g}), so "
+                "its scores cannot tell them apart; check that the training samples differ, and try method.eps > 0, "
+                "a lower train.lr or method.pretrain=true"
+            )
 
     @torch.no_grad()
     def after_epoch(self, epoch: int, batches: Callable[[], Batches]) -> None:
-        """With ``radius_update="epoch"``: ``R`` from the distances of all training data."""
+        """Stop on collapse; with ``radius_update="epoch"``: ``R`` from the distances of all training data."""
+        self._check_collapse(epoch)
         if self.objective == "soft-boundary" and self.radius_update == "epoch" and epoch >= self.warm_up_epochs:
             was_training = self.training
             self.eval()
-            dist = torch.cat([self.distances(x) for x, _ in batches()])
+            # under DDP each rank holds the distances of its shard: gather them all
+            dist = all_gather_cat(torch.cat([self.distances(x) for x, _ in batches()]))
             self.train(was_training)
             self.radius.copy_(svdd_radius(dist, self.nu))
 

@@ -3,7 +3,7 @@
 Importing this package registers every built-in network.
 """
 
-from encircle.models import lenet, mlp, seed004, wrn
+from encircle.models import lenet, mlp, ognet, seed004, wrn
 from encircle.models.base import Backbone
 from encircle.models.registry import create_model, list_models, model_parameters, register_model
 
@@ -14,6 +14,7 @@ __all__ = [
     "list_models",
     "mlp",
     "model_parameters",
+    "ognet",
     "register_model",
     "seed004",
     "wrn",

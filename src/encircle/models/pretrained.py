@@ -243,6 +243,14 @@ def load_pretrained(
     return model
 
 
+def pretrained_normalization(name_or_path: str) -> dict[str, torch.Tensor]:
+    """The per-channel ``mean``/``std`` a named entry was trained with; ``{}`` for a file path."""
+    if name_or_path not in PRETRAINED:
+        return {}
+    entry = PRETRAINED[name_or_path]
+    return {"mean": torch.tensor(entry.mean), "std": torch.tensor(entry.std)}
+
+
 def create_pretrained(name: str, *, out_features: int | None = None, download_missing: bool = True) -> nn.Module:
     """The network of entry ``name`` with its weights; with ``out_features``, a fresh head of that size.
 

