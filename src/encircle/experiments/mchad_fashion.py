@@ -124,7 +124,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         )
     best = max((m for m in metrics if m != "Deep SVDD (one-class)"), key=lambda m: metrics[m]["near_auroc"])
     return {
-        "data_source": "; ".join(dict.fromkeys(d.source for d in (split.train, split.far))),
+        "data_source": "; ".join(
+            dict.fromkeys(part for d in (split.train, split.far) for part in d.source.split("; "))
+        ),
         "data": {name: describe_dataset(getattr(split, name)) for name in ("train", "outliers", "near", "far")},
         "classes": {
             "known": list(config.osr.known_classes),
@@ -139,7 +141,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
 def _posthoc_scores(detector: Detector, split: Split, seconds: float) -> dict[str, dict[str, float]]:
     """The trained softmax network evaluated under every post-hoc score rule."""
     method = detector.method_
-    assert isinstance(method, SoftmaxClassifier)
+    if not isinstance(method, SoftmaxClassifier):
+        raise ConfigError(f"post-hoc scores need the softmax method, got {type(method).__name__}")
     pipeline = detector.input_pipeline()
     results = {}
     for rule in SCORE_RULES:
