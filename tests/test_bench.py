@@ -7,6 +7,7 @@ import pytest
 
 from encircle import bench
 from encircle.bench import COLUMNS, Cell, Suite, extract_rows, run_suite
+from encircle.bench_rows import table_row
 from encircle.cli import main
 from encircle.errors import ConfigError, DataError
 from encircle.experiments import list_protocols, run_protocol
@@ -215,7 +216,7 @@ def test_progress_bar_names_the_cell_and_skips_do_not_fail(tmp_path, capsys):
 
 
 def test_cell_methods_pick_rows_and_name_a_missing_one():
-    rows = [bench._row("mnist", "softmax + msp (baseline)"), bench._row("mnist", "CAC")]
+    rows = [table_row("mnist", "softmax + msp (baseline)"), table_row("mnist", "CAC")]
     assert bench._keep(Cell("s", "seed004", "CAC", methods=("CAC",)), rows) == rows[1:]
     assert bench._keep(Cell("s", "seed004", "both"), rows) == rows
     with pytest.raises(DataError, match=r"cell 's': methods \['MCHAD'\] not among the rows of seed004"):

@@ -4,8 +4,8 @@ A :class:`Suite` is a list of :class:`Cell` s. Each cell runs one registered pro
 through :func:`~encircle.experiments.run_protocol` (the protocol's defaults, its
 ``--quick`` settings when the cell asks for them, the cell's overrides, then the
 caller's) into ``OUT/<cell name>/``, gets its own ``report.html``, and an *extractor*
-for that protocol turns the cell's ``results.json`` into table rows, one per method
-(and per test set where a protocol has several). :func:`run_suite` then writes the
+for that protocol (:mod:`encircle.bench_rows`) turns the cell's ``results.json`` into
+table rows, one per method (and per test set where a protocol has several). :func:`run_suite` then writes the
 whole table as ``OUT/results.md``, ``OUT/results.csv`` and ``OUT/results.json`` (a list
 of row objects: what :func:`encircle.report.write_report` reads as a bench directory)
 and ``OUT/report.html``; ``OUT/bench.log`` records every cell's start, end, wall time
@@ -31,12 +31,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,40 +45,34 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from encircle import __version__
 from encircle._io import atomic_write_json, atomic_write_text
-from encircle.detector import PRETRAIN_FILES
+from encircle.bench_rows import COLUMNS, EXTRACTORS, METRIC_COLUMNS, Row, extract_rows, table_row
 from encircle.errors import DataError
-from encircle.experiments import build_config, get_protocol, list_protocols, run_protocol, seed002
+from encircle.experiments import build_config, get_protocol, list_protocols, run_protocol
 from encircle.registry import Registry
+
+__all__ = [
+    "COLUMNS",
+    "EXTRACTORS",
+    "LOG_FILE",
+    "METRIC_COLUMNS",
+    "QUICK_SETTINGS",
+    "SUITES",
+    "TABLE_FILES",
+    "BenchResult",
+    "Cell",
+    "Row",
+    "Suite",
+    "extract_rows",
+    "get_suite",
+    "markdown_table",
+    "run_suite",
+    "write_tables",
+]
 
 log = logging.getLogger(__name__)
 
-#: The columns of the results table, in order.
-COLUMNS = (
-    "dataset",
-    "protocol",
-    "method",
-    "accuracy",
-    "auroc",
-    "aupr_in",
-    "aupr_out",
-    "fpr95",
-    "oscr",
-    "known_accepted",
-    "unknown_rejected",
-    "train_seconds",
-    "wall_seconds",
-    "paper",
-    "source",
-    "cell",
-    "status",
-    "error",
-)
-#: Columns holding fractions in [0, 1] (three decimals in the Markdown table).
-METRIC_COLUMNS = COLUMNS[3:11]
 LOG_FILE = "bench.log"
 TABLE_FILES = ("results.md", "results.csv", "results.json")
-
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -127,335 +120,6 @@ class BenchResult:
     rows: list[Row]
     failed: int
     seconds: float
-
-
-# ------------------------------------------------------------------------ extractors
-
-
-class _Results:
-    """Checked access to one cell's ``results.json``: a missing or mistyped key is a
-    :class:`DataError` naming the protocol, the key and what was found."""
-
-    def __init__(self, protocol: str, data: Any) -> None:
-        self.protocol = protocol
-        if not isinstance(data, Mapping):
-            raise DataError(f"{protocol} results.json must hold an object, got {type(data).__name__}")
-        self.data = data
-
-    def get(self, *keys: str, kind: type | tuple[type, ...], expected: str) -> Any:
-        node: Any = self.data
-        for i, key in enumerate(keys):
-            if not isinstance(node, Mapping) or key not in node:
-                where = ".".join(keys[: i + 1])
-                raise DataError(f"{self.protocol} results.json: expected {'.'.join(keys)} ({expected}), no {where!r}")
-            node = node[key]
-        if not isinstance(node, kind) or isinstance(node, bool):  # JSON true/false is no number
-            raise DataError(
-                f"{self.protocol} results.json: expected {'.'.join(keys)} to be {expected}, got {node!r:.80}"
-            )
-        return node
-
-    def number(self, *keys: str) -> float:
-        return float(self.get(*keys, kind=(int, float), expected="a number"))
-
-    def optional(self, *keys: str) -> float | None:
-        """A number, or ``None`` when the last key is absent (a metric a method lacks)."""
-        parent = self.mapping(*keys[:-1]) if len(keys) > 1 else self.data
-        return self.number(*keys) if keys[-1] in parent else None
-
-    def mapping(self, *keys: str) -> Mapping[str, Any]:
-        return self.get(*keys, kind=Mapping, expected="an object")
-
-    def text(self, *keys: str) -> str:
-        return str(self.get(*keys, kind=str, expected="a string"))
-
-    def records(self, *keys: str) -> list[Mapping[str, Any]]:
-        """A list of history records (objects)."""
-        values = self.get(*keys, kind=list, expected="a list of history records")
-        if not all(isinstance(v, Mapping) for v in values):
-            raise DataError(
-                f"{self.protocol} results.json: expected {'.'.join(keys)} to hold objects, got {values!r:.80}"
-            )
-        return list(values)
-
-    def integers(self, *keys: str) -> list[int]:
-        values = self.get(*keys, kind=list, expected="a list of integers")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise DataError(f"{self.protocol} results.json: expected {'.'.join(keys)} to be integers, got {values}")
-        return list(values)
-
-
-def _row(dataset: str, method: str, **values: Any) -> Row:
-    """A table row: every column present (``None`` where the protocol has no value)."""
-    row: Row = dict.fromkeys(COLUMNS)
-    row.update(dataset=dataset, method=method, paper="-")
-    row.update(values)
-    return row
-
-
-def _classes(values: Sequence[int]) -> str:
-    """``[0..9]`` as ``0-9``; other lists as ``0,3,5``."""
-    ordered = sorted(values)
-    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{ordered[0]}-{ordered[-1]}"
-    return ",".join(map(str, ordered))
-
-
-def _seconds(protocol: str, records: Any) -> float:
-    """Sum of ``seconds`` over history records, in a list or nested mappings of lists."""
-    if isinstance(records, Mapping):
-        return sum(_seconds(protocol, value) for value in records.values())
-    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
-        raise DataError(f"{protocol} results.json: expected history records (objects), got {records!r:.80}")
-    return float(sum(r.get("seconds", 0.0) for r in records))
-
-
-def _pretrain_seconds(folder: Path) -> float:
-    """Seconds of the autoencoder pretraining a detector recorded in ``folder`` (0 without one)."""
-    path = folder / PRETRAIN_FILES[1]
-    if not path.is_file():
-        return 0.0
-    total = 0.0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            total += float(json.loads(line).get("seconds", 0.0)) if line.strip() else 0.0
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise DataError(f"{str(path)!r}: expected one JSON record per line, got {line[:80]!r}") from None
-    return total
-
-
-def _paper(value: str, citation: str) -> str:
-    return f"{value} ({citation})"
-
-
-def _oneclass_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    """One row: the mean AUROC over the normal classes, and the paper's mean over the same classes."""
-    objective = r.text("config", "method", "objective")
-    classes = [int(c) for c in r.mapping("metrics", "per_class_auroc")]
-    dataset = f"{r.text('config', 'data', 'name')}, normal class {_classes(classes)} (one at a time) vs the rest"
-    paper = r.optional("metrics", "paper_mean_auroc")
-    which = f"class {classes[0]}" if len(classes) == 1 else f"mean of classes {_classes(classes)}"
-    history = r.mapping("history")  # "class{c}/seed{s}" -> records; the detector's folder too
-    return [
-        _row(
-            dataset,
-            f"Deep SVDD ({objective})",
-            auroc=r.number("metrics", "mean_auroc"),
-            train_seconds=_seconds(r.protocol, history) + sum(_pretrain_seconds(cell_dir / key) for key in history),
-            paper="-" if paper is None else _paper(f"AUROC {paper:.3f}, {which}", r.text("paper")),
-        )
-    ]
-
-
-def _seed000_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    return [
-        _row(
-            f"{r.text('config', 'data', 'name')} vs {r.text('config', 'data', 'ood')} (OOD)",
-            f"Deep SVDD ({r.text('config', 'model', 'name')} net, {r.number('config', 'model', 'out_features'):.0f}-d)",
-            auroc=r.number("metrics", "auroc"),
-            aupr_in=r.number("metrics", "aupr_in"),
-            aupr_out=r.number("metrics", "aupr_out"),
-            fpr95=r.number("metrics", "fpr_at_95_tpr_out"),
-            known_accepted=r.number("metrics", "accepted_in"),
-            unknown_rejected=1.0 - r.number("metrics", "accepted_out"),
-            train_seconds=r.number("train_seconds"),
-        )
-    ]
-
-
-def _seed001_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    method, outliers = _method_label(r), r.text("config", "data", "outliers")
-    if outliers:
-        method += f" + outlier exposure ({outliers})"
-    return [
-        _row(
-            f"{r.text('config', 'data', 'name')} vs {r.text('config', 'data', 'ood')} (OOD)",
-            f"{method}, {r.text('config', 'model', 'name')} net",
-            accuracy=r.number("metrics", "accuracy"),
-            auroc=r.number("metrics", "auroc"),
-            aupr_in=r.number("metrics", "aupr_in"),
-            aupr_out=r.number("metrics", "aupr_out"),
-            fpr95=r.number("metrics", "fpr_at_95_tpr_out"),
-            train_seconds=_seconds(r.protocol, r.records("history")),
-        )
-    ]
-
-
-def _seed002_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    classes = r.integers("config", "data", "normal_classes") or list(range(10))
-    dataset = f"{r.text('config', 'data', 'name')}, normal class {_classes(classes)} vs the rest"
-    rows = []
-    for variant, review in seed002.REVIEW_AUROC.items():
-        key = variant.replace(" ", "_")
-        history = r.mapping("runs", variant, "history")
-        folder = cell_dir / variant.replace(" ", "-")
-        rows.append(
-            _row(
-                dataset,
-                f"Deep SVDD, {variant}",
-                auroc=r.number("metrics", f"auroc_{key}"),
-                train_seconds=_seconds(r.protocol, history) + sum(_pretrain_seconds(folder / k) for k in history),
-                paper=_paper(f"AUROC {review / 100:.4f}", "Deep SVDD review, seed 002, class 0"),
-            )
-        )
-    return rows
-
-
-def _ognet_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    """Deep SVDD and OGNet after each phase; phase two's time includes phase one's."""
-    classes = [int(c) for c in r.mapping("metrics", "per_class_auroc", "deep_svdd")]
-    dataset = f"{r.text('config', 'data', 'name')}, normal class {_classes(classes)} vs 100 of each other class"
-    svdd = sum(_pretrain_seconds(cell_dir / f"class{c}" / "deep-svdd") for c in classes)
-    phases = {1: 0.0, 2: 0.0}
-    for name in r.mapping("history"):
-        svdd += _seconds(r.protocol, r.records("history", name, "deep_svdd"))
-        ognet = r.records("history", name, "ognet")
-        for phase in phases:
-            phases[phase] += _seconds(r.protocol, [rec for rec in ognet if rec.get("phase") == phase])
-    return [
-        _row(dataset, "Deep SVDD", auroc=r.number("metrics", "mean_auroc_deep_svdd"), train_seconds=svdd),
-        _row(
-            dataset, "OGNet, phase 1", auroc=r.number("metrics", "mean_auroc_ognet_phase_one"), train_seconds=phases[1]
-        ),
-        _row(
-            dataset,
-            "OGNet, phase 2",
-            auroc=r.number("metrics", "mean_auroc_ognet_phase_two"),
-            train_seconds=phases[1] + phases[2],
-        ),
-    ]
-
-
-def _method_label(r: _Results) -> str:
-    """``CAC``, ``MCHAD``, ``softmax + energy``, ... from a run's method config."""
-    name = r.text("config", "method", "name")
-    if name == "softmax":
-        return f"softmax + {r.text('config', 'method', 'score_rule')}"
-    return {"cac": "CAC", "mchad": "MCHAD", "deep-svdd": "Deep SVDD"}.get(name, name)
-
-
-def _osr_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    """One row: means over the trials; training time summed over them."""
-    splits = {name: r.integers("splits", name) for name in r.mapping("splits")}
-    sizes = "/".join(sorted({str(len(known)) for known in splits.values()}))
-    dataset = f"{r.text('config', 'data', 'name')}, {sizes} known classes, {', '.join(splits)}"
-    paper = r.optional("metrics", "paper_auroc")
-    return [
-        _row(
-            dataset,
-            _method_label(r),
-            **{col: r.number("metrics", f"mean_{key}") for col, key in _OPEN_SET_KEYS.items()},
-            train_seconds=sum(r.number("metrics", "per_trial", t, "train_seconds") for t in splits),
-            paper="-" if paper is None else _paper(f"AUROC {paper:.3f}", r.text("paper")),
-        )
-    ]
-
-
-#: table column -> key of ``open_set_metrics``
-_OPEN_SET_KEYS = {
-    "accuracy": "accuracy",
-    "auroc": "auroc",
-    "aupr_in": "aupr_in",
-    "aupr_out": "aupr_out",
-    "fpr95": "fpr_at_95_tpr_out",
-    "oscr": "oscr",
-    "known_accepted": "accepted_known",
-    "unknown_rejected": "rejected_unknown",
-}
-
-
-def _seed004_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    known, unknown = r.text("config", "data", "name"), r.text("config", "data", "ood")
-    dataset = f"{known} (all classes known) + {r.number('data', 'test_out', 'size'):.0f} {unknown} unknowns"
-    seed = _paper(
-        f"known accepted {r.number('metrics', 'seed_success', 'known'):.4f}, "
-        f"unknown rejected {r.number('metrics', 'seed_success', 'unknown'):.4f}",
-        "seed 004: CAC, threshold 0.5, MNIST + 500 grayscale CIFAR-10",
-    )
-    rows = []
-    for slug in r.mapping("metrics"):
-        if slug == "seed_success":
-            continue
-        label = {"softmax": "softmax + msp (baseline)", "cac": "CAC"}.get(slug, slug)
-        rows.append(
-            _row(
-                dataset,
-                label,
-                **{col: r.number("metrics", slug, key) for col, key in _OPEN_SET_KEYS.items()},
-                train_seconds=r.number("metrics", slug, "train_seconds"),
-                paper=seed if slug == "cac" else "-",
-            )
-        )
-    return rows
-
-
-def _mchad_rows(r: _Results, cell_dir: Path) -> list[Row]:
-    """Two rows per method: near unknowns (held-out classes) and far unknowns (``data.ood``)."""
-    data = r.text("config", "data", "name")
-    known = _classes(r.integers("classes", "known"))
-    test_sets = {
-        "near": f"{data} {known} vs {_classes(r.integers('classes', 'near_unknown'))} (near)",
-        "far": f"{data} {known} vs {r.text('config', 'data', 'ood')} (far)",
-    }
-    rows = []
-    for method in r.mapping("metrics", "per_method"):
-        for test, dataset in test_sets.items():
-            rows.append(
-                _row(
-                    dataset,
-                    method,
-                    accuracy=r.optional("metrics", "per_method", method, "accuracy"),
-                    auroc=r.number("metrics", "per_method", method, f"{test}_auroc"),
-                    aupr_in=r.number("metrics", "per_method", method, f"{test}_aupr_in"),
-                    aupr_out=r.number("metrics", "per_method", method, f"{test}_aupr_out"),
-                    fpr95=r.number("metrics", "per_method", method, f"{test}_fpr_at_95_tpr_out"),
-                    train_seconds=r.number("metrics", "per_method", method, "train_seconds"),
-                )
-            )
-    return rows
-
-
-#: protocol name -> function from (checked results, cell folder) to table rows
-EXTRACTORS: dict[str, Callable[[_Results, Path], list[Row]]] = {
-    "oneclass": _oneclass_rows,
-    "seed000": _seed000_rows,
-    "seed001": _seed001_rows,
-    "seed002": _seed002_rows,
-    "ognet-mnist": _ognet_rows,
-    "osr": _osr_rows,
-    "seed004": _seed004_rows,
-    "mchad-fashion": _mchad_rows,
-}
-
-
-def extract_rows(protocol: str, cell_dir: str | Path) -> list[Row]:
-    """The table rows of one protocol run, read from ``cell_dir/results.json``.
-
-    ``protocol``, ``source`` and ``status`` are filled in; ``cell`` and
-    ``wall_seconds`` are left to the caller.
-
-    Raises:
-        DataError: no extractor for ``protocol``, no readable ``results.json``, or a
-            key the extractor needs is missing or of the wrong type (the message names
-            the protocol and the key).
-    """
-    if protocol not in EXTRACTORS:
-        raise DataError(f"no bench extractor for protocol {protocol!r}; expected one of {', '.join(EXTRACTORS)}")
-    folder = Path(cell_dir)
-    path = folder / "results.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{protocol}: cannot read {str(path)!r}: {exc}") from None
-    results = _Results(protocol, data)
-    found = results.text("protocol")
-    if found != protocol:
-        raise DataError(f"{str(path)!r}: expected results of protocol {protocol!r}, got {found!r}")
-    source = "; ".join(dict.fromkeys(results.text("data_source").split("; ")))  # each source once
-    rows = EXTRACTORS[protocol](results, folder)
-    for row in rows:
-        row.update(protocol=protocol, source=source, status="ok", error="")
-    return rows
 
 
 # ------------------------------------------------------------------------------ suites
@@ -667,7 +331,7 @@ def _keep(cell: Cell, rows: list[Row]) -> list[Row]:
 
 
 def _status_row(cell: Cell, status: str, error: str, seconds: float) -> Row:
-    row = _row("-", cell.label, protocol=cell.protocol, cell=cell.name, status=status, error=error)
+    row = table_row("-", cell.label, protocol=cell.protocol, cell=cell.name, status=status, error=error)
     row.update(wall_seconds=seconds, paper="-", source="-")
     return row
 

@@ -244,3 +244,61 @@ def test_registry_entries():
     assert all(len(e.sha256) == 64 and e.url.startswith("https://") for e in PRETRAINED.values())
     assert len({e.file_name for e in PRETRAINED.values()}) == len(PRETRAINED)
     assert pretrained.WRN_KEY_RULES is WRN_KEY_RULES
+
+
+#: The registry as it stood before its entries were built by a factory (a snapshot):
+#: name -> (url, sha256, architecture, kwargs, mean, std, reference).
+_HALF = (0.5, 0.5, 0.5)
+_CIFAR = (
+    (0.4913725490196078, 0.4823529411764706, 0.4466666666666667),
+    (0.24705882352941178, 0.24352941176470588, 0.2615686274509804),
+)
+REGISTRY_SNAPSHOT = {
+    "imagenet32": (
+        "https://github.com/hendrycks/pre-training/raw/master/downsampled_train/snapshots/40_2/"
+        "imagenet_wrn_baseline_epoch_99.pt",
+        "4a722ecf93e43a040b6b82c7c1e305fbf1c455a54c16e66fd77301291157bd5c",
+        "wrn",
+        {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 1000},
+        _HALF,
+        _HALF,
+        "Hendrycks et al., ICML 2019, https://arxiv.org/abs/1901.09960",
+    ),
+    "imagenet32-nocifar": (
+        "https://github.com/hendrycks/pre-training/raw/master/uncertainty/CIFAR/snapshots/imagenet/"
+        "cifar10_excluded/imagenet_wrn_baseline_epoch_99.pt",
+        "6f0f46d44ddfc96f85b97ef04ca9d61e78279d27c80015dcc92aabd52b1773c6",
+        "wrn",
+        {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 1000},
+        _HALF,
+        _HALF,
+        "Hendrycks et al., ICML 2019, https://arxiv.org/abs/1901.09960",
+    ),
+    "cifar10-pt": (
+        "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/cifar10_wrn_pretrained_epoch_99.pt",
+        "0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637",
+        "wrn",
+        {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 10},
+        *_CIFAR,
+        "Liu et al., NeurIPS 2020, https://arxiv.org/abs/2010.03759",
+    ),
+    "oe-cifar10-tune": (
+        "https://github.com/hendrycks/outlier-exposure/raw/master/CIFAR/snapshots/oe_tune/cifar10_wrn_oe_tune_epoch_9.pt",
+        "b473f1c463c9fe16057647746907b68b6ade615f93ac4bdf005263ed69d542d0",
+        "wrn",
+        {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 10},
+        *_CIFAR,
+        "Hendrycks et al., ICLR 2019, https://arxiv.org/abs/1812.04606",
+    ),
+}
+
+
+def test_registry_matches_the_snapshot():
+    """Every entry's URL, checksum, architecture, arguments, normalisation and key mapping, exactly."""
+    assert list(PRETRAINED) == list(REGISTRY_SNAPSHOT)
+    for name, entry in PRETRAINED.items():
+        assert entry.name == name
+        got = (entry.url, entry.sha256, entry.architecture, dict(entry.kwargs), entry.mean, entry.std, entry.reference)
+        assert got == REGISTRY_SNAPSHOT[name], name
+        assert entry.key_rules is WRN_KEY_RULES and entry.head == "fc"
+        assert entry.file_name == f"{name}-{entry.sha256[:12]}.pt"

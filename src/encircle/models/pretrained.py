@@ -103,61 +103,64 @@ class PretrainedWeights:
         return f"{self.name}-{self.sha256[:12]}.pt"
 
 
-_WRN_40_2_IMAGENET = {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 1000}
-_WRN_40_2_CIFAR10 = {"depth": 40, "widen_factor": 2, "dropout": 0.3, "out_features": 10}
 _HALF = (0.5, 0.5, 0.5)
 _CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 _CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+_WRN_40_2 = {"depth": 40, "widen_factor": 2, "dropout": 0.3}
+#: the data a WRN-40-2 file was trained on -> (its constructor arguments, input mean, input std)
+_WRN_40_2_TRAINING: dict[str, tuple[Mapping[str, Any], tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet32": ({**_WRN_40_2, "out_features": 1000}, _HALF, _HALF),
+    "cifar10": ({**_WRN_40_2, "out_features": 10}, _CIFAR_MEAN, _CIFAR_STD),
+}
+_HENDRYCKS_ICML_2019 = "Hendrycks et al., ICML 2019, https://arxiv.org/abs/1901.09960"
+
+
+def _wrn_40_2(
+    name: str, *, trained_on: str, url: str, sha256: str, reference: str, description: str
+) -> PretrainedWeights:
+    """The entry of a WRN-40-2 file with upstream key names; ``trained_on`` (a key of
+    :data:`_WRN_40_2_TRAINING`) sets its head size and input normalisation."""
+    kwargs, mean, std = _WRN_40_2_TRAINING[trained_on]
+    return PretrainedWeights(name, url, sha256, "wrn", kwargs, mean, std, reference=reference, description=description)
+
 
 PRETRAINED: dict[str, PretrainedWeights] = {
     entry.name: entry
     for entry in (
-        PretrainedWeights(
+        _wrn_40_2(
             "imagenet32",
+            trained_on="imagenet32",
             url="https://github.com/hendrycks/pre-training/raw/master/downsampled_train/snapshots/40_2/"
             "imagenet_wrn_baseline_epoch_99.pt",
             sha256="4a722ecf93e43a040b6b82c7c1e305fbf1c455a54c16e66fd77301291157bd5c",
-            architecture="wrn",
-            kwargs=_WRN_40_2_IMAGENET,
-            mean=_HALF,
-            std=_HALF,
-            reference="Hendrycks et al., ICML 2019, https://arxiv.org/abs/1901.09960",
+            reference=_HENDRYCKS_ICML_2019,
             description="WRN-40-2 trained on ImageNet downsampled to 32x32 (1000 classes)",
         ),
-        PretrainedWeights(
+        _wrn_40_2(
             "imagenet32-nocifar",
+            trained_on="imagenet32",
             url="https://github.com/hendrycks/pre-training/raw/master/uncertainty/CIFAR/snapshots/imagenet/"
             "cifar10_excluded/imagenet_wrn_baseline_epoch_99.pt",
             sha256="6f0f46d44ddfc96f85b97ef04ca9d61e78279d27c80015dcc92aabd52b1773c6",
-            architecture="wrn",
-            kwargs=_WRN_40_2_IMAGENET,
-            mean=_HALF,
-            std=_HALF,
-            reference="Hendrycks et al., ICML 2019, https://arxiv.org/abs/1901.09960",
+            reference=_HENDRYCKS_ICML_2019,
             description="WRN-40-2 trained on 32x32 ImageNet without the classes overlapping CIFAR-10 "
             "(the backbone of the MCHAD example, seed 001)",
         ),
-        PretrainedWeights(
+        _wrn_40_2(
             "cifar10-pt",
+            trained_on="cifar10",
             url="https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained/"
             "cifar10_wrn_pretrained_epoch_99.pt",
             sha256="0b59e178577382a0cf5d1e079d1d019f6a33b0801b7d123a59e51b4b32972637",
-            architecture="wrn",
-            kwargs=_WRN_40_2_CIFAR10,
-            mean=_CIFAR_MEAN,
-            std=_CIFAR_STD,
             reference="Liu et al., NeurIPS 2020, https://arxiv.org/abs/2010.03759",
             description="WRN-40-2 trained on CIFAR-10 with cross-entropy (100 epochs)",
         ),
-        PretrainedWeights(
+        _wrn_40_2(
             "oe-cifar10-tune",
+            trained_on="cifar10",
             url="https://github.com/hendrycks/outlier-exposure/raw/master/CIFAR/snapshots/oe_tune/"
             "cifar10_wrn_oe_tune_epoch_9.pt",
             sha256="b473f1c463c9fe16057647746907b68b6ade615f93ac4bdf005263ed69d542d0",
-            architecture="wrn",
-            kwargs=_WRN_40_2_CIFAR10,
-            mean=_CIFAR_MEAN,
-            std=_CIFAR_STD,
             reference="Hendrycks et al., ICLR 2019, https://arxiv.org/abs/1812.04606",
             description="WRN-40-2 on CIFAR-10 fine-tuned with outlier exposure (80M Tiny Images)",
         ),
