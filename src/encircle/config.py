@@ -21,6 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("off", "bf16", "fp16", "auto")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULERS = ("multistep", "cosine")
+AUGMENTATIONS = ("none", "shift", "resized-crop")
 
 
 def _require(ok: bool, key: str, expected: str, got: object) -> None:
@@ -150,7 +151,10 @@ class TrainConfig:
     ``amp`` runs the network body in bf16/fp16 autocast (heads and distances stay
     float32; ``"auto"``: bf16 on GPUs that support it, fp16 on older GPUs, off on the
     CPU); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
-    ``eval_every`` = 0 evaluates only at the end.
+    ``eval_every`` = 0 evaluates only at the end;
+    ``augment`` transforms training batches on the device (:mod:`encircle.augment`):
+    ``"shift"`` translates by up to ``augment_shift`` pixels, ``"resized-crop"`` crops
+    ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe).
     """
 
     epochs: int = 20
@@ -167,6 +171,9 @@ class TrainConfig:
     channels_last: bool = True
     checkpoint_every: int = 0
     eval_every: int = 1
+    augment: str = "none"
+    augment_shift: int = 2
+    augment_min_scale: float = 0.7
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -186,6 +193,9 @@ class TrainConfig:
         )
         _require(self.checkpoint_every >= 0, "train.checkpoint_every", ">= 0", self.checkpoint_every)
         _require(self.eval_every >= 0, "train.eval_every", ">= 0", self.eval_every)
+        _require(self.augment in AUGMENTATIONS, "train.augment", f"one of {AUGMENTATIONS}", self.augment)
+        _require(self.augment_shift >= 0, "train.augment_shift", ">= 0", self.augment_shift)
+        _require(0 < self.augment_min_scale <= 1, "train.augment_min_scale", "in (0, 1]", self.augment_min_scale)
 
 
 @dataclass(frozen=True)

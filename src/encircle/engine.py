@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from encircle import distributed
 from encircle._io import atomic_write_text
+from encircle.augment import training_augmentation
 from encircle.checkpoint import load_file, save_file
 from encircle.config import TrainConfig
 from encircle.data import memmap
@@ -459,6 +460,7 @@ def _train(
     optimizer = _make_optimizer(method, config)
     scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=pipeline.amp == "fp16")
+    augment = training_augmentation(config)
     result = FitResult()
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if _resuming(resume, ckpt) and ckpt is not None:
@@ -496,6 +498,8 @@ def _train(
         seen = 0
         epoch_start = time.perf_counter()
         for batch, (x, y) in enumerate(source.epoch(epoch, pipeline, batch_size)):
+            if augment is not None:
+                x = augment(x)
             with pipeline.autocast():
                 loss = method.loss(x, y)
             if not torch.isfinite(loss):
