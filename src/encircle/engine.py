@@ -34,28 +34,25 @@ and the evaluation hook's metrics), and checkpoints are written atomically so
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from encircle import distributed
-from encircle._io import atomic_write_text
 from encircle.augment import training_augmentation
-from encircle.checkpoint import load_file, save_file
 from encircle.config import TrainConfig
 from encircle.data import memmap
-from encircle.errors import CheckpointError, ConfigError, DataError, TrainingError
+from encircle.errors import ConfigError, DataError, TrainingError
 from encircle.methods.base import Batches, Method
 from encircle.preprocess import Preprocess
+from encircle.training_run import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +132,14 @@ class InputPipeline:
         batch_size: int,
         order: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield preprocessed ``(x, y)`` batches, in ``order`` when given."""
+        """Preprocessed ``(x, y)`` batches, in ``order`` when given."""
         index = order if order is not None else torch.arange(len(labels), device=labels.device)
-        for chunk in index.split(batch_size):
-            yield self(samples[chunk]), labels[chunk].to(self.device)
+        return self.prepare((samples[chunk], labels[chunk]) for chunk in index.split(batch_size))
+
+    def prepare(self, raw: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw ``(x, y)`` batches (sliced here or streamed from disk) as network input on the device."""
+        for x, y in raw:
+            yield self(x), y.to(self.device)
 
 
 def inference_batch_size(device: torch.device) -> int:
@@ -237,12 +238,10 @@ def fit(
         eval_hook: called with the method (eval mode) every ``config.eval_every`` epochs
             and after the last; its metrics join that epoch's history record. Under DDP
             it runs on every rank.
-        checkpoint_path: where checkpoints go (every ``config.checkpoint_every`` epochs
-            and at the end); ``None`` writes none.
-        history_path: a JSON-lines file rewritten atomically after every epoch.
-        resume: continue from ``checkpoint_path`` when it exists.
-        metadata: extra plain values stored in checkpoints (e.g. the run config).
-        progress: show a tqdm bar; ``None`` shows it only on a terminal (rank 0 only).
+        checkpoint_path, history_path, resume, metadata, progress: the run's files, resume
+            flag and progress bar (:class:`~encircle.training_run.TrainingRun`): a
+            checkpoint every ``config.checkpoint_every`` epochs and at the end, a history
+            record after every epoch.
         outliers: raw outlier samples for outlier exposure (Hendrycks et al., ICLR 2019).
             Each epoch draws ``min(N, len(outliers))`` of them without replacement (a
             fresh draw every epoch, as the MCHAD seed does), labels them ``-1`` and
@@ -272,20 +271,8 @@ def fit(
     device = resolve_device(config.device)
     where = data_device(pool.nbytes + pool_labels.nbytes, device)
     source = _InMemory(pool.to(where), pool_labels.to(where), n, n_outliers, torch.Generator().manual_seed(seed))
-    return _train(
-        method,
-        source,
-        config,
-        device,
-        preprocess=preprocess,
-        seed=seed,
-        eval_hook=eval_hook,
-        checkpoint_path=checkpoint_path,
-        history_path=history_path,
-        resume=resume,
-        metadata=metadata,
-        progress=progress,
-    )
+    run = TrainingRun(method.name, config.checkpoint_every, checkpoint_path, history_path, resume, metadata, progress)
+    return _train(method, source, config, device, preprocess, seed, eval_hook, run)
 
 
 def fit_stream(
@@ -323,20 +310,8 @@ def fit_stream(
             raise ConfigError(f"fit_stream: {name} must be >= 1, got {value}")
     method.net.check_input(tuple(preprocess(dataset.read(0, 1)[0]).shape[1:]))
     source = _Streamed(dataset, seed, chunk_size or memmap.chunk_size_for(dataset), shuffle_chunks, prefetch)
-    return _train(
-        method,
-        source,
-        config,
-        resolve_device(config.device),
-        preprocess=preprocess,
-        seed=seed,
-        eval_hook=eval_hook,
-        checkpoint_path=checkpoint_path,
-        history_path=history_path,
-        resume=resume,
-        metadata=metadata,
-        progress=progress,
-    )
+    run = TrainingRun(method.name, config.checkpoint_every, checkpoint_path, history_path, resume, metadata, progress)
+    return _train(method, source, config, resolve_device(config.device), preprocess, seed, eval_hook, run)
 
 
 def _check_size(n: int) -> None:
@@ -415,13 +390,13 @@ class _Streamed:
             shuffle_samples=self.shuffle_chunks * self.chunk_size,
             prefetch=self.prefetch,
         )
-        return ((pipeline(x), y.to(pipeline.device)) for x, y in raw)
+        return pipeline.prepare(raw)
 
     def local(self, pipeline: InputPipeline, batch_size: int) -> Batches:
         rank, world = distributed.rank(), distributed.world_size()
         ranges = memmap.shard_ranges(len(self.dataset), self.chunk_size, rank, world)
         raw = memmap.stream_batches(self.dataset, ranges, batch_size, prefetch=self.prefetch)
-        return ((pipeline(x), y.to(pipeline.device)) for x, y in raw)
+        return pipeline.prepare(raw)
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -436,61 +411,52 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
 
-def _train(
-    method: Method,
-    source: _Source,
-    config: TrainConfig,
-    device: torch.device,
-    *,
-    preprocess: Preprocess,
-    seed: int,
-    eval_hook: EvalHook | None,
-    checkpoint_path: str | Path | None,
-    history_path: str | Path | None,
-    resume: bool,
-    metadata: dict[str, Any] | None,
-    progress: bool | None,
-) -> FitResult:
+def start_training(
+    method: Method, config: TrainConfig, device: torch.device, preprocess: Preprocess, seed: int
+) -> InputPipeline:
+    """Seed the global torch RNG, move ``method`` to ``device`` (channels_last when asked)
+    and return the input pipeline: how every training loop begins."""
     torch.manual_seed(seed)
     pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
     method.to(device)
     if config.channels_last:
         method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return pipeline
 
+
+def _train(
+    method: Method,
+    source: _Source,
+    config: TrainConfig,
+    device: torch.device,
+    preprocess: Preprocess,
+    seed: int,
+    eval_hook: EvalHook | None,
+    run: TrainingRun,
+) -> FitResult:
+    pipeline = start_training(method, config, device, preprocess, seed)
     optimizer = _make_optimizer(method, config)
     scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=pipeline.amp == "fp16")
     augment = training_augmentation(config)
     result = FitResult()
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    if _resuming(resume, ckpt) and ckpt is not None:
-        state = load_file(ckpt, "checkpoint", method.name)
-        try:
-            method.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            source.load_state(state["rng"])
-            torch.set_rng_state(state["rng"]["torch"])
-            result.history = list(state["history"])
-            result.resumed_from_epoch = int(state["epoch"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"cannot resume from {str(ckpt)!r}: it does not fit this run ({exc})") from None
-        log.info("resumed from %s at epoch %d", ckpt, result.resumed_from_epoch)
+
+    def restore(state: dict[str, Any]) -> None:
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        source.load_state(state["rng"])
+        result.resumed_from_epoch = int(state["epoch"])
+
+    if run.restore(restore):
+        log.info("resumed from %s at epoch %d", run.checkpoint_path, result.resumed_from_epoch)
     else:
         method.setup(source.local(pipeline, inference_batch_size(device)))
 
-    main = distributed.is_main()
     batch_size = _local_batch_size(config.batch_size)
     steps = math.ceil(math.ceil(source.epoch_size() / distributed.world_size()) / batch_size)
-    bar = tqdm(
-        total=config.epochs * steps,
-        initial=result.resumed_from_epoch * steps,
-        desc=f"{method.name} train",
-        unit="batch",
-        disable=True if not main else None if progress is None else not progress,
-        leave=False,
-    )
+    bar = run.progress_bar(config.epochs * steps, result.resumed_from_epoch * steps, "batch")
     started = time.perf_counter()
     for epoch in range(result.resumed_from_epoch, config.epochs):
         method.train()
@@ -532,47 +498,26 @@ def _train(
         if eval_hook is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
             record.update(eval_hook(method))
             method.train()
-        result.history.append(record)
+        run.record(record)
         bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
-        if main:
+        if run.writes:
             log.info("epoch %d/%d %s", epoch + 1, config.epochs, _fmt(record))
-        if main and history_path is not None:
-            atomic_write_text(history_path, "".join(_json_line(r) for r in result.history))
-        due = last or (config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0)
-        if main and ckpt is not None and due:
-            save_file(
-                ckpt,
-                "checkpoint",
-                method.name,
+        if run.checkpoint_due(epoch + 1, last):
+            run.save(
                 {
                     "epoch": epoch + 1,
                     "model": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), **source.state()},
-                    "history": result.history,
-                    "metadata": metadata or {},
                 },
+                source.state(),
             )
     bar.close()
     method.eval()
+    result.history = run.history
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _resuming(resume: bool, ckpt: Path | None) -> bool:
-    """Whether to resume from ``ckpt``: asked for and present (on every rank, under DDP)."""
-    if not resume or ckpt is None:
-        return False
-    found = ckpt.is_file()
-    agreeing = int(distributed.all_reduce_sum(torch.tensor(int(found))))
-    if agreeing not in (0, distributed.world_size()):
-        raise CheckpointError(
-            f"checkpoint {str(ckpt)!r} exists for {agreeing} of {distributed.world_size()} processes: resuming "
-            "under DDP needs the output folder on a file system that every process sees"
-        )
-    return found
 
 
 def _local_batch_size(batch_size: int) -> int:
@@ -618,7 +563,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
 def _fmt(record: dict[str, Any]) -> str:
     shown = {k: v for k, v in record.items() if k in ("loss", "images_per_s") or k.endswith("auroc")}
     return " ".join(f"{k}={v:.4g}" for k, v in shown.items())
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record) + "\n"

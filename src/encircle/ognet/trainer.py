@@ -19,7 +19,9 @@ the global and data-order RNG states, the phase and the position in it, and the
 history. They are written at the end of each phase, and with ``train.checkpoint_every =
 k > 0`` also after every ``k``-th phase-one epoch and every ``k``-th phase-two step.
 ``resume=True`` continues from the checkpoint in the phase it records; on the CPU the
-result is bit-identical to an uninterrupted run.
+result is bit-identical to an uninterrupted run. Resuming, the checkpoint's common
+entries, the history file and the progress bar are :class:`~encircle.training_run.TrainingRun`'s,
+as in the engine's loop.
 
 Not used here: ``train.optimizer`` must be ``"adam"`` (the paper's); ``train.scheduler``
 and ``train.lr_milestones`` are ignored (the paper uses constant learning rates);
@@ -29,7 +31,6 @@ and ``train.lr_milestones`` are ignored (the paper uses constant learning rates)
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -40,15 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from encircle._io import atomic_write_text
-from encircle.checkpoint import load_file, save_file
 from encircle.config import TrainConfig
-from encircle.engine import EvalHook, FitResult, InputPipeline, resolve_device
-from encircle.errors import CheckpointError, ConfigError, DataError, TrainingError
+from encircle.engine import EvalHook, FitResult, data_device, resolve_device, start_training
+from encircle.errors import ConfigError, DataError, TrainingError
 from encircle.methods.ognet import OGNet, add_noise, to_signed
 from encircle.preprocess import Preprocess
+from encircle.training_run import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +173,9 @@ def fit_ognet(
         seed: seeds the global torch RNG (input noise) and the data-order generator.
         eval_hook: called with the method (eval mode) at the end of each phase; its
             metrics join that phase's last history record.
-        checkpoint_path: where checkpoints go; ``None`` writes none.
-        history_path: a JSON-lines file rewritten atomically after every record.
-        resume: continue from ``checkpoint_path`` when it exists.
-        metadata: extra plain values stored in checkpoints.
-        progress: show a tqdm bar; ``None`` shows it only on a terminal.
+        checkpoint_path, history_path, resume, metadata, progress: the run's files, resume
+            flag and progress bar (:class:`~encircle.training_run.TrainingRun`); when
+            checkpoints are written is in the module docstring.
 
     Raises:
         ConfigError: ``old_epoch >= train.epochs`` or unsupported settings.
@@ -191,76 +188,60 @@ def fit_ognet(
     check_settings(method, config)
     method.net.check_input(tuple(preprocess(samples[:1]).shape[1:]))
     device = resolve_device(config.device)
-    torch.manual_seed(seed)
+    pipeline = start_training(method, config, device, preprocess, seed)
     order_rng = torch.Generator().manual_seed(seed)
-    pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
-    method.to(device)
-    if config.channels_last:
-        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if device.type == "cuda":
-        samples = samples.to(device)
+    samples = samples.to(data_device(samples.nbytes, device))
     g_optimizer = _adam(method.generator.parameters(), config.lr, config)
     d_optimizer = _adam(method.discriminator.parameters(), method.d_lr, config)
     d2_optimizer = _adam(method.discriminator.parameters(), method.phase2_lr, config)
     optimizers = {"generator": g_optimizer, "discriminator": d_optimizer, "phase_two": d2_optimizer}
 
+    run = TrainingRun(method.name, config.checkpoint_every, checkpoint_path, history_path, resume, metadata, progress)
     result = OGNetFitResult()
     epoch, iteration, phase_two_loss_sum = 0, 0, 0.0
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    if resume and ckpt is not None and ckpt.is_file():
-        state = load_file(ckpt, "checkpoint", method.name)
-        try:
-            method.load_state_dict(state["model"])
-            for key, optimizer in optimizers.items():
-                optimizer.load_state_dict(state["optimizers"][key])
-            torch.set_rng_state(state["rng"]["torch"])
-            order_rng.set_state(state["rng"]["order"])
-            epoch, iteration = int(state["epoch"]), int(state["iteration"])
-            phase_two_loss_sum = float(state["phase_two_loss_sum"])
-            result.history = list(state["history"])
-            result.resumed_phase = int(state["phase"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"cannot resume from {str(ckpt)!r}: it does not fit this run ({exc})") from None
-        result.resumed_from_epoch, result.resumed_from_iteration = epoch, iteration
-        log.info("resumed from %s in phase %d (epoch %d, iteration %d)", ckpt, result.resumed_phase, epoch, iteration)
 
-    def save() -> None:
-        if ckpt is None:
-            return
-        save_file(
-            ckpt,
-            "checkpoint",
-            method.name,
-            {
-                "phase": PHASE_ONE if epoch < config.epochs else PHASE_TWO,
-                "epoch": epoch,
-                "iteration": iteration,
-                "model": method.state_dict(),
-                "optimizers": {key: optimizer.state_dict() for key, optimizer in optimizers.items()},
-                "rng": {"torch": torch.get_rng_state(), "order": order_rng.get_state()},
-                "phase_two_loss_sum": phase_two_loss_sum,
-                "history": result.history,
-                "metadata": metadata or {},
-            },
+    def restore(state: dict[str, Any]) -> None:
+        nonlocal epoch, iteration, phase_two_loss_sum
+        method.load_state_dict(state["model"])
+        for key, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        order_rng.set_state(state["rng"]["order"])
+        epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        phase_two_loss_sum = float(state["phase_two_loss_sum"])
+        result.resumed_phase = int(state["phase"])
+
+    if run.restore(restore):
+        result.resumed_from_epoch, result.resumed_from_iteration = epoch, iteration
+        log.info(
+            "resumed from %s in phase %d (epoch %d, iteration %d)",
+            run.checkpoint_path,
+            result.resumed_phase,
+            epoch,
+            iteration,
         )
+
+    def save_if_due(count: int, last: bool) -> None:
+        if not run.checkpoint_due(count, last):
+            return
+        entries = {
+            "phase": PHASE_ONE if epoch < config.epochs else PHASE_TWO,
+            "epoch": epoch,
+            "iteration": iteration,
+            "model": method.state_dict(),
+            "optimizers": {key: optimizer.state_dict() for key, optimizer in optimizers.items()},
+            "phase_two_loss_sum": phase_two_loss_sum,
+        }
+        run.save(entries, {"order": order_rng.get_state()})
 
     def add_record(record: dict[str, Any], evaluate: bool) -> None:
         if evaluate and eval_hook is not None:
             record.update(eval_hook(method))
-        result.history.append(record)
+        run.record(record)
         log.info("%s", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if history_path is not None:
-            atomic_write_text(history_path, "".join(json.dumps(r) + "\n" for r in result.history))
 
     steps = math.ceil(n / config.batch_size)
-    bar = tqdm(
-        total=config.epochs * steps + method.phase2_iterations,
-        initial=min(epoch, config.epochs) * steps + iteration,
-        desc="ognet train",
-        unit="step",
-        disable=None if progress is None else not progress,
-        leave=False,
-    )
+    done = min(epoch, config.epochs) * steps + iteration
+    bar = run.progress_bar(config.epochs * steps + method.phase2_iterations, done, "step")
     started = time.perf_counter()
     dummy_labels = torch.zeros(n, dtype=torch.int64, device=samples.device)
 
@@ -294,8 +275,7 @@ def fit_ognet(
             evaluate=last,
         )
         bar.set_postfix(d_loss=f"{float(d_sum) / n:.4g}", g_loss=f"{float(g_sum) / n:.4g}")
-        if last or (config.checkpoint_every and epoch % config.checkpoint_every == 0):
-            save()
+        save_if_due(epoch, last)
 
     # -- phase two: G and G_old frozen, D alone on good vs bad reconstructions ---------
     batch_size = min(method.phase2_batch_size, n // 3)
@@ -323,9 +303,9 @@ def fit_ognet(
                 },
                 evaluate=True,
             )
-        if last or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
-            save()
+        save_if_due(iteration, last)
     bar.close()
     method.eval()
+    result.history = run.history
     result.seconds = time.perf_counter() - started
     return result
