@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import encircle.ognet.trainer as trainer
-from encircle.config import RunConfig, TrainConfig
+from encircle.config import RunConfig, TrainConfig, with_overrides
 from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
@@ -430,3 +430,18 @@ def test_protocol_table_beside_deep_svdd(tmp_path, dataset):
     }
     assert (tmp_path / "class0" / "ognet" / "checkpoint.pt").is_file()
     assert (tmp_path / "class0" / "deep-svdd" / "pretrain.pt").is_file()
+
+
+def test_phase_two_settings_come_from_the_config(noise_samples):
+    settings = {
+        "model.name": "ognet-small",
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "method.phase2_iterations": 2,
+        "method.phase2_batch_size": 4,
+        "method.real_weight": 0.3,
+        "method.pseudo_weight": 0.2,
+    }
+    detector = OGNetDetector(with_overrides(OGNET_DEFAULTS, settings)).fit(noise_samples, progress=False)
+    method = detector.method_
+    assert (method.phase2_batch_size, method.real_weight, method.pseudo_weight) == (4, 0.3, 0.2)

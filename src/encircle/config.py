@@ -86,7 +86,8 @@ class MethodConfig:
     ``nu``, ``eps``, ``warm_up_epochs``, ``radius_update``; CAC: ``alpha``,
     ``lambda_anchor``, ``reestimate_anchors``; MCHAD: ``weight_ce``, ``weight_center``,
     ``weight_oe``, ``margin``; OGNet: ``d_lr``, ``old_epoch``, ``noise_std``,
-    ``phase2_lr``, ``phase2_iterations``; the cross-entropy classifier: ``score_rule``,
+    ``phase2_lr``, ``phase2_iterations``, ``phase2_batch_size``, ``real_weight``,
+    ``pseudo_weight``; the cross-entropy classifier: ``score_rule``,
     ``shrinkage``); values are checked there.
     ``pretrain`` trains an autoencoder whose encoder is the network first (Ruff et al.;
     the authors' MNIST settings: Adam lr 1e-4, weight decay 5e-4, lr x0.1 at epoch 50).
@@ -118,6 +119,9 @@ class MethodConfig:
     noise_std: float = 0.155
     phase2_lr: float = 5e-5
     phase2_iterations: int = 75
+    phase2_batch_size: int = 8
+    real_weight: float = 0.1
+    pseudo_weight: float = 0.05
     # cross-entropy classifier with a post-hoc score
     score_rule: str = "msp"
     shrinkage: float = 0.0
