@@ -11,8 +11,9 @@ positive), OSCR, and the thresholded acceptance/rejection rates.
 Splits: the five known-class sets listed in DESIGN.md for MNIST, SVHN and CIFAR-10
 (the authors' repository draws its own random splits per dataset; these are fixed so
 results compare across runs). Recipe defaults (MNIST, the CAC authors' configuration):
-SGD momentum 0.9, lr 0.01 (x0.1 at epoch 35), batch 128, weight decay 5e-6, CAC with
-alpha 10, lambda 0.1, on the seed-004 network.
+SGD momentum 0.9, lr 0.01 (x0.1 at epoch 35), batch 128, weight decay 5e-6, dropout
+0.2, random resized crops of 70-100% of the image area, CAC with alpha 10, lambda 0.1,
+on the seed-004 network.
 """
 
 from __future__ import annotations
@@ -160,9 +161,11 @@ PROTOCOL = register_protocol(
         defaults=RunConfig(
             seed=0,
             data=DataConfig(name="mnist", preprocess="unit"),
-            model=ModelConfig(name="seed004"),
+            model=ModelConfig(name="seed004", dropout=0.2),
             method=MethodConfig(name="cac", alpha=10.0, lambda_anchor=0.1),
             train=TrainConfig(
+                augment="resized-crop",
+                augment_min_scale=0.7,
                 epochs=50,
                 batch_size=128,
                 optimizer="sgd",
