@@ -1,11 +1,16 @@
 """Crash safety: a run killed with SIGKILL resumes bit-identically, and a process killed
-while it writes a checkpoint leaves the previous checkpoint whole and loadable.
+while it writes a checkpoint leaves the previous checkpoint whole and loadable. Both for
+the engine and for OGNet's two-phase trainer (killed in either phase).
 
 Every run here is a real process (``python -m encircle`` or a small training script) so
 that the kill is a real one: no ``finally`` clause, no atexit handler, no flush runs.
 The subprocesses use one thread so the interrupted and the straight runs compute alike.
+A script picks where it is killed with :func:`pause_at_call`: the chosen call creates a
+file and hangs, and :func:`kill_when` sends SIGKILL once that file appears.
 """
 
+import dataclasses
+import io
 import json
 import os
 import random
@@ -25,6 +30,7 @@ from encircle.errors import CheckpointError, DataError
 from encircle.experiments import protocol, run_protocol
 from encircle.methods import create_method
 from encircle.models import create_model
+from encircle.ognet import OGNET_DEFAULTS, OGNetDetector
 from encircle.preprocess import Preprocess
 
 EPOCHS = 12
@@ -41,28 +47,35 @@ RUN = ["run", "seed000", "--quick", "--quiet"] + [a for k, v in SETTINGS.items()
 # from OUT/ckpt.pt; MODE "stall" makes the N-th torch.save write half of its bytes, create
 # OUT/stalled and hang there (to be killed mid-write).
 TRAIN_SCRIPT = """
-import io, sys, time
+import sys
 from pathlib import Path
 import torch
-from tests.test_crash_resume import train_mlp
+from tests.test_crash_resume import pause_at_call, train_mlp, write_half
 
 out, mode = Path(sys.argv[1]), sys.argv[2]
 if mode == "stall":
-    real_save, calls = torch.save, [0]
-
-    def stalling_save(obj, handle):
-        calls[0] += 1
-        if calls[0] == int(sys.argv[3]):
-            buffer = io.BytesIO()
-            real_save(obj, buffer)
-            handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-            handle.flush()
-            (out / "stalled").touch()
-            time.sleep(600)
-        real_save(obj, handle)
-
-    torch.save = stalling_save
+    pause_at_call(torch, "save", int(sys.argv[3]), out / "stalled", before=write_half)
 torch.save(train_mlp(out, resume=mode == "resume"), out / "final.pt")
+"""
+
+# Runs train_ognet(OUT, resume) in a process. argv: OUT resume | OUT pause NAME N | OUT
+# stall N. "resume" continues from OUT/checkpoint.pt; "pause" makes the N-th call of the
+# trainer's NAME (phase_one_step or phase_two_step) create OUT/paused and hang there
+# (killed mid-phase); "stall" makes the N-th torch.save write half of its bytes, create
+# OUT/paused and hang there (killed mid-write).
+OGNET_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+import encircle.ognet.trainer as trainer
+from tests.test_crash_resume import pause_at_call, train_ognet, write_half
+
+out, mode = Path(sys.argv[1]), sys.argv[2]
+if mode == "pause":
+    pause_at_call(trainer, sys.argv[3], int(sys.argv[4]), out / "paused")
+elif mode == "stall":
+    pause_at_call(torch, "save", int(sys.argv[3]), out / "paused", before=write_half)
+torch.save(train_ognet(out, resume=mode == "resume"), out / "final.pt")
 """
 
 # Writes checkpoints in a loop, each a tensor filled with its own number. argv: OUT
@@ -96,6 +109,62 @@ def train_mlp(out: Path, resume: bool = False) -> dict[str, torch.Tensor]:
         progress=False,
     )
     return method.state_dict()
+
+
+OGNET_CONFIG = dataclasses.replace(
+    OGNET_DEFAULTS,
+    seed=0,
+    model=dataclasses.replace(OGNET_DEFAULTS.model, name="ognet-small"),
+    method=dataclasses.replace(OGNET_DEFAULTS.method, phase2_iterations=4),
+    train=dataclasses.replace(OGNET_DEFAULTS.train, epochs=2, batch_size=8, checkpoint_every=1, device="cpu"),
+)
+OGNET_BATCHES = 4  # 36 images, 4 held out for calibration: 32 train in batches of 8
+
+
+def ognet_images(n: int, seed: int) -> torch.Tensor:
+    """Seeded uint8 noise at the networks' 45x45 (no resize); resuming needs no real digits."""
+    return (torch.rand(n, 1, 45, 45, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+
+
+def train_ognet(out: Path, resume: bool = False) -> dict[str, object]:
+    """OGNetDetector (ognet-small): 2 phase-one epochs of 4 batches and 4 phase-two steps,
+    a checkpoint after each; its final weights, scores of fixed images, threshold, loss
+    history and where it resumed."""
+    detector = OGNetDetector(OGNET_CONFIG).fit(ognet_images(36, 0), out_dir=out, resume=resume, progress=False)
+    result = detector.fit_result_
+    return {
+        "state": detector.method_.state_dict(),
+        "scores": detector.score(ognet_images(12, 1)),
+        "threshold": detector.threshold_,
+        "history": [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in result.history],
+        "resumed": [result.resumed_phase, result.resumed_from_epoch, result.resumed_from_iteration],
+    }
+
+
+def pause_at_call(owner: object, name: str, call: int, sentinel: Path, before=None) -> None:
+    """Make the ``call``-th call of ``owner.<name>`` run ``before(original, *args)`` (when
+    given), create ``sentinel`` and sleep: the parent kills the process once ``sentinel``
+    appears (:func:`kill_when`), so the kill lands at a chosen point, not at a guessed time."""
+    original, calls = getattr(owner, name), [0]
+
+    def paused(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            if before is not None:
+                before(original, *args, **kwargs)
+            sentinel.touch()
+            time.sleep(600)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, paused)
+
+
+def write_half(save, obj, handle) -> None:
+    """``before`` for :func:`pause_at_call` on ``torch.save``: write half of the bytes."""
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    handle.flush()
 
 
 def env() -> dict[str, str]:
@@ -212,3 +281,47 @@ def test_kills_at_random_moments_never_tear_a_checkpoint(tmp_path):
         assert state["w"].shape == (300_000,) and bool((state["w"] == state["epoch"]).all()), "a torn checkpoint"
         assert all(name.startswith(".ckpt.pt.") for name in temp_files(tmp_path))
         (tmp_path / "ckpt.pt").unlink()
+
+
+@pytest.fixture(scope="module")
+def ognet_straight(tmp_path_factory):
+    """The uninterrupted OGNet run (in this process, on one thread as the subprocesses)."""
+    return one_thread(train_ognet, tmp_path_factory.mktemp("ognet-straight"))
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "phase", "epoch", "iteration"),
+    [
+        # in phase one: at batch 2 of epoch 2, the checkpoint of epoch 1 (G_old frozen) is on disk
+        (["pause", "phase_one_step", str(OGNET_BATCHES + 2)], 1, 1, 0),
+        # in phase two: at step 3, the checkpoint of step 2 is on disk
+        (["pause", "phase_two_step", "3"], 2, 2, 2),
+        # in phase two while writing the checkpoint of step 2 (saves: epochs 1-2, then steps)
+        (["stall", "4"], 2, 2, 1),
+    ],
+    ids=["phase-one", "phase-two", "phase-two-checkpoint-write"],
+)
+def test_killed_ognet_run_resumes_bit_identically(tmp_path, ognet_straight, kill_at, phase, epoch, iteration):
+    script = tmp_path / "ognet.py"
+    script.write_text(OGNET_SCRIPT)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    kill_when(crashed / "paused", start(str(script), str(crashed), *kill_at))
+    saved = load_file(crashed / "checkpoint.pt", "checkpoint", "ognet")
+    assert (saved["phase"], saved["epoch"], saved["iteration"]) == (phase, epoch, iteration)
+    assert not (crashed / "final.pt").exists(), "killed mid-training"
+    if kill_at[0] == "stall":  # the torn write is a hidden temp file, never the checkpoint
+        assert [name.startswith(".checkpoint.pt.") for name in temp_files(crashed)] == [True]
+
+    code, err = finish(start(str(script), str(crashed), "resume"))
+    assert code == 0, err
+    resumed = torch.load(crashed / "final.pt", weights_only=True)
+    assert resumed["resumed"] == [phase, epoch, iteration]
+    expected = ognet_straight
+    assert resumed["state"].keys() == expected["state"].keys()
+    assert any(k.startswith("g_old.") for k in expected["state"])
+    for name, tensor in expected["state"].items():
+        assert torch.equal(tensor, resumed["state"][name]), f"{name} differs after the resume"
+    assert torch.equal(resumed["scores"], expected["scores"])
+    assert resumed["threshold"] == expected["threshold"]
+    assert resumed["history"] == expected["history"] and [r["phase"] for r in expected["history"]] == [1, 1, 2]

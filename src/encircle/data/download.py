@@ -4,8 +4,11 @@ The file streams into ``DEST.part``. An existing ``.part`` is resumed with an HT
 ``Range`` request; a server that ignores the range (status 200 instead of 206) or answers
 with another range gets a fresh download. Only when the whole file's sha256 matches is it
 renamed to ``DEST`` (atomically, after an fsync); a mismatch removes it and raises
-:class:`~encircle.errors.DownloadError`. Only ``urllib`` is used, so proxies set in the
-usual environment variables apply.
+:class:`~encircle.errors.DownloadError`. A download is never larger than ``max_bytes``
+(:data:`MAX_DOWNLOAD_BYTES` by default): a server that sends no ``Content-Length`` is
+cut off at the limit and the partial file removed, so a broken or hostile server cannot
+fill the disk. Only ``urllib`` is used, so proxies set in the usual environment
+variables apply.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from encircle.errors import DataError, DownloadError
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Largest file :func:`download` accepts (bytes), declared or not. The largest file
+#: encircle fetches (the 300K random images, about 0.9 GB) is well below it.
+MAX_DOWNLOAD_BYTES = 4 * 2**30
 #: Seconds to wait before retry ``k`` (doubled each time, at most 8 s).
 RETRY_WAIT = 0.5
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -85,6 +91,7 @@ def download(
     gunzipped: bool = False,
     progress: bool | None = None,
     md5: str | None = None,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Fetch ``url`` to ``dest`` and verify its sha256; returns ``dest``.
 
@@ -106,15 +113,21 @@ def download(
             Progress is also logged at INFO level.
         md5: expected md5 hex digest (32 hex digits), checked as well when given (for
             files whose publisher lists only an md5).
+        max_bytes: largest file accepted. A ``Content-Length`` above it is refused
+            before anything is written; a body without one is cut off once it passes
+            the limit. Either way the partial file is removed and nothing is retried.
 
     Raises:
         DownloadError: a malformed or missing checksum; the server could not be reached or
-            answered with an error after every retry; or the checksum does not match
-            (the file is then removed). The message names the URL.
+            answered with an error after every retry; the file is larger than
+            ``max_bytes``; or the checksum does not match (the file is then removed).
+            The message names the URL.
     """
     expected = _expected(url, sha256, md5)
     if retries < 0 or timeout <= 0:
         raise DownloadError(f"retries must be >= 0 and timeout > 0, got retries={retries}, timeout={timeout}")
+    if max_bytes <= 0:
+        raise DownloadError(f"max_bytes must be > 0, got {max_bytes}")
     dest = Path(dest)
     if dest.is_file():
         if _digests(dest, gunzipped, expected) == expected:
@@ -127,7 +140,7 @@ def download(
     attempt = 0
     while True:
         try:
-            resumed = _fetch(url, part, timeout, progress)
+            resumed = _fetch(url, part, timeout, progress, max_bytes)
         except urllib.error.HTTPError as exc:
             if exc.code < 500 and exc.code not in _TRANSIENT_HTTP:
                 raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
@@ -180,8 +193,12 @@ def _digests(path: Path, gunzipped: bool, expected: dict[str, str]) -> dict[str,
         return dict.fromkeys(expected, f"(unreadable: {exc})")
 
 
-def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:
-    """Fetch the rest of ``url`` into ``part``; returns whether an existing part was resumed."""
+def _fetch(url: str, part: Path, timeout: float, progress: bool | None, max_bytes: int) -> bool:
+    """Fetch the rest of ``url`` into ``part``; returns whether an existing part was resumed.
+
+    Raises:
+        DownloadError: the file is larger than ``max_bytes`` (``part`` is removed).
+    """
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "encircle (python urllib)"}
     if offset:
@@ -193,7 +210,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:
         if exc.code == 416 and offset:  # the part is as long as the file or longer: start again
             log.info("server refused to resume %s at byte %d; downloading from the start", url, offset)
             part.unlink()
-            return _fetch(url, part, timeout, progress)
+            return _fetch(url, part, timeout, progress, max_bytes)
         raise
     with response:
         status = getattr(response, "status", None) or 200
@@ -204,24 +221,48 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:
                 log.info("server answered %s with another range than asked for; downloading from the start", url)
                 response.close()
                 part.unlink()
-                return _fetch(url, part, timeout, progress)
+                return _fetch(url, part, timeout, progress, max_bytes)
             resumed = True
             log.info("resuming %s at byte %d", url, offset)
         elif offset:
             log.info("server ignored the range request for %s; downloading from the start", url)
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
-        with open(part, "ab" if resumed else "wb") as handle:
-            received = _stream(response, handle, url, offset if resumed else 0, expected, progress)
-            handle.flush()
-            os.fsync(handle.fileno())
+        start = offset if resumed else 0
+        if expected is not None and start + expected > max_bytes:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{url} is {start + expected:,} bytes (Content-Length), more than the limit of {max_bytes:,} bytes "
+                "(max_bytes); nothing was kept"
+            )
+        try:
+            with open(part, "ab" if resumed else "wb") as handle:
+                received = _stream(response, handle, url, start, expected, progress, max_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
         if expected is not None and received < expected:
             raise _Incomplete(f"connection closed after {received:,} of {expected:,} bytes")
     return resumed
 
 
-def _stream(response: Any, handle: IO[bytes], url: str, start: int, expected: int | None, progress: bool | None) -> int:
-    """Copy the body to ``handle``; log every quarter, and show a bar on a terminal."""
+def _stream(
+    response: Any,
+    handle: IO[bytes],
+    url: str,
+    start: int,
+    expected: int | None,
+    progress: bool | None,
+    max_bytes: int,
+) -> int:
+    """Copy the body to ``handle``; log every quarter, and show a bar on a terminal.
+
+    Raises:
+        DownloadError: the file would pass ``max_bytes`` (checked before each write, so
+            at most ``max_bytes`` reach the disk).
+    """
     total = start + expected if expected is not None else None
     log.info("downloading %s (%s)", url, f"{total:,} bytes" if total else "size unknown")
     show = sys.stderr.isatty() if progress is None else progress
@@ -234,6 +275,11 @@ def _stream(response: Any, handle: IO[bytes], url: str, start: int, expected: in
     next_log = 0.25
     try:
         for chunk in iter(lambda: response.read(CHUNK), b""):
+            if start + received + len(chunk) > max_bytes:
+                raise DownloadError(
+                    f"{url} sent more than the limit of {max_bytes:,} bytes (max_bytes); "
+                    "the partial download was removed"
+                )
             handle.write(chunk)
             received += len(chunk)
             if bar is not None:

@@ -1,17 +1,24 @@
 """Arrays from CSV files (``.csv``, ``.csv.gz``) and NumPy ``.npy``/``.npz`` files.
 
+NumPy files are read without pickle and with their headers checked against the bytes
+really there before anything is allocated (see :func:`load_arrays`).
+
 Both end in :func:`as_dataset`: ``uint8`` arrays become images ``(N, C, H, W)``, other
 numbers become ``float32`` features ``(N, D)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
+import math
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -21,6 +28,11 @@ from encircle.errors import DataError
 
 #: Largest number of channels an image array may have (gray, gray+alpha, RGB, RGBA).
 MAX_CHANNELS = 4
+#: Largest array read from a ``.npy``/``.npz`` file (bytes): a header declaring more is
+#: refused as corrupt before anything is allocated. Data sets larger than memory belong
+#: in a memmap dataset (:mod:`encircle.data.memmap`), which is never held whole.
+MAX_ARRAY_BYTES = 16 * 2**30
+_CHUNK = 2**20
 
 
 def as_dataset(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> ImageDataset:
@@ -48,7 +60,8 @@ def as_dataset(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> Ima
     elif x.dtype.kind in "iuf":
         if x.ndim < 2:
             raise DataError(f"{name}: expected samples along the first axis (N, D), got shape {x.shape}")
-        features = x.reshape(len(x), -1).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
+            features = x.reshape(len(x), -1).astype(np.float32)
         if not np.isfinite(features).all():
             raise DataError(f"{name}: features must be finite, got NaN or infinite values")
         images = torch.from_numpy(features)
@@ -57,18 +70,27 @@ def as_dataset(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> Ima
     return ImageDataset(images, torch.from_numpy(labels.astype(np.int64)), name, source)
 
 
-def load_arrays(path: str | Path) -> ImageDataset:
+def load_arrays(path: str | Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> ImageDataset:
     """Samples from a NumPy file.
 
     * ``.npy``: one array of samples, all of one class (labels 0);
     * ``.npz``: samples under ``x`` or ``images``, optional integer labels under ``y`` or
       ``labels`` (else 0).
 
-    Object arrays are refused (``allow_pickle=False``): loading them would run pickle.
+    Object arrays are refused (their data is a pickle, and loading it would run code).
+    Each array's header is read and checked first: a shape and dtype needing more bytes
+    than the file (or the ``.npz`` member) holds, or more than ``max_bytes``, is refused
+    before anything is allocated; the data is then read in bounded chunks, so memory
+    grows only with bytes really there (a ``.npz`` member's declared size may lie).
+
+    Args:
+        path: the ``.npy`` or ``.npz`` file.
+        max_bytes: largest array accepted; a header declaring more is refused as corrupt.
 
     Raises:
-        DataError: a missing or unreadable file, object arrays, missing keys, or labels
-            that are not integers of shape ``(N,)``.
+        DataError: a missing or unreadable file, object arrays, a header that does not
+            fit the file or the limit, missing keys, or labels that are not integers of
+            shape ``(N,)``.
     """
     path = Path(path)
     if not path.is_file():
@@ -78,21 +100,14 @@ def load_arrays(path: str | Path) -> ImageDataset:
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         raise DataError(f"{str(path)!r} is not a readable .npy/.npz file: magic bytes {magic!r}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            x, y = loaded, None
+        if magic.startswith(b"PK"):
+            x, y = _read_npz(path, max_bytes)
         else:
-            with loaded:
-                keys = set(loaded.files)
-                x_key = next((k for k in ("x", "images") if k in keys), None)
-                if x_key is None:
-                    raise DataError(f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(keys)}")
-                y_key = next((k for k in ("y", "labels") if k in keys), None)
-                x = loaded[x_key]
-                y = loaded[y_key] if y_key else None
-    except ValueError as exc:
-        raise DataError(f"{str(path)!r}: refused to load (object arrays need pickle, which is off): {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            with open(path, "rb") as handle:
+                x, y = _read_npy(handle, repr(str(path)), path.stat().st_size, max_bytes), None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+        # zipfile raises NotImplementedError for unknown compression methods and
+        # RuntimeError for encrypted members
         raise DataError(f"{str(path)!r} is not a readable .npy/.npz file: {exc}") from None
     if x.ndim == 0:
         raise DataError(f"{str(path)!r}: expected an array of samples (N, ...), got a scalar")
@@ -103,6 +118,76 @@ def load_arrays(path: str | Path) -> ImageDataset:
     if y.dtype.kind not in "iu":
         raise DataError(f"{str(path)!r}: labels must be integers, got dtype {y.dtype}")
     return as_dataset(x, y, path.name.split(".")[0], f"{path.name} (arrays)")
+
+
+def _read_npz(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples and (if present) labels of an ``.npz`` archive, as ``np.load`` names them."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        x_key = next((k for k in ("x", "images") if k in members), None)
+        if x_key is None:
+            raise DataError(f"{str(path)!r}: expected an array named 'x' or 'images', found {sorted(members)}")
+        y_key = next((k for k in ("y", "labels") if k in members), None)
+        arrays = []
+        for key in (x_key, y_key) if y_key else (x_key,):
+            info = members[key]
+            with archive.open(info) as member:
+                where = f"{str(path)!r} member {info.filename!r}"
+                arrays.append(_read_npy(member, where, info.file_size, max_bytes))
+    return arrays[0], arrays[1] if y_key else None
+
+
+def _read_npy(handle: IO[bytes], where: str, size: int, max_bytes: int) -> np.ndarray:
+    """One array from a ``.npy`` stream of ``size`` bytes (header included), header checked first.
+
+    ``numpy.load`` allocates the whole declared array before reading, so a header
+    claiming terabytes fails with a ``MemoryError`` and one claiming gigabytes costs
+    gigabytes for a file of a few bytes; here nothing is allocated until the header is
+    known to fit both ``size`` and ``max_bytes``.
+    """
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise DataError(
+                f"{where}: .npy format version {version[0]}.{version[1]} is not supported; expected 1.0 or 2.0"
+            )
+    except (ValueError, SyntaxError, tokenize.TokenError) as exc:
+        # the header is a Python dict literal: NumPy parses it with ast (and, for a header
+        # that fails, re-tokenizes it), whose errors it lets through
+        raise DataError(f"{where} is not a readable .npy file: bad header ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{where}: refused to load (object arrays need pickle, which is off): "
+            "Object arrays cannot be loaded when allow_pickle=False"
+        )
+    if dtype.kind == "V" or dtype.itemsize == 0:
+        raise DataError(f"{where}: expected numeric data (uint8 images or numeric features), got dtype {dtype}")
+    if any(side < 0 for side in shape):
+        raise DataError(f"{where}: .npy header declares a negative size in shape {shape}; the file is corrupt")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > max_bytes:
+        raise DataError(
+            f"{where}: .npy header declares shape {shape} {dtype} ({needed:,} bytes), more than the limit of "
+            f"{max_bytes:,} bytes; the file is corrupt"
+        )
+    available = size - handle.tell()
+    if needed > available:
+        raise DataError(
+            f"{where}: .npy header declares shape {shape} {dtype} ({needed:,} bytes of data) but only "
+            f"{max(available, 0):,} bytes follow the header; the file is truncated or corrupt"
+        )
+    data = bytearray()
+    with contextlib.suppress(EOFError):  # zipfile's end of a member shorter than its directory entry says
+        while len(data) < needed and (chunk := handle.read(min(_CHUNK, needed - len(data)))):
+            data += chunk
+    if len(data) < needed:
+        raise DataError(f"{where}: the data is truncated: it ends before the {needed:,} bytes its header declares")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 
 def load_csv(
