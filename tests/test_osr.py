@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,9 @@ def test_seed004_writes_confusion_matrices(tmp_path):
         assert sum(binary[1]) == 200 and binary[0][0] + binary[0][1] == int(confusion[:-1].sum())
     cac = results["metrics"]["cac"]
     assert cac["accuracy"] > 0.8 and cac["auroc"] > 0.75, cac
+    # the matched operating point is a property of the scores: check it against numpy
+    scores = np.load(tmp_path / "artifacts" / "cac.npz")["scores"]
+    labels = np.load(tmp_path / "artifacts" / "cac.npz")["labels"]
+    known, unknown = np.sort(scores[labels >= 0]), scores[labels < 0]
+    threshold = known[int(np.ceil(0.9516 * len(known))) - 1]  # the smallest threshold accepting 95.16%
+    assert cac["rejected_unknown_at_seed_known"] == pytest.approx(np.mean(unknown > threshold))
