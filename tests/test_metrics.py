@@ -363,6 +363,14 @@ y2 = torch.tensor([0, -1])
         (lambda: OODMetrics().update(s2, torch.tensor([0])), r"one entry per score \(2 scores\), got 1"),
         (lambda: OODMetrics().update(torch.tensor([float("nan")]), torch.tensor([0])), "scores must be finite"),
         (lambda: OODMetrics().update(s2, torch.tensor([0, -3])), "got -3"),
+        (
+            lambda: accuracy(np.array([2**64 - 1, 1], np.uint64), np.array([0, 1])),
+            r"predictions_or_logits must be integers below 2\*\*63, got larger uint64 values",
+        ),
+        (
+            lambda: auroc(s2, torch.tensor([2**63, 0], dtype=torch.uint64)),
+            r"labels must be integers below 2\*\*63, got larger torch.uint64 values",
+        ),
     ],
 )
 def test_bad_inputs(call, message):
@@ -416,3 +424,25 @@ def test_oscr_bad_inputs():
         metrics.oscr(torch.tensor([0.1, 0.2]), torch.tensor([1, 0]), torch.tensor([0.3]))
     with pytest.raises(DataError, match="must be finite"):
         metrics.oscr(torch.tensor([float("nan")]), torch.tensor([True]), torch.tensor([0.3]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "torch"])
+def test_wide_unsigned_integers_are_read_as_int64(dtype, as_tensor):
+    """torch holds uint16/32/64 but can neither reduce nor compare them (``min``, ``<`` against
+    int64): they are read as int64, so every metric gives the same as for int64 input."""
+
+    def wide(values: list[int]) -> object:
+        array = np.array(values, dtype=dtype)
+        return torch.from_numpy(array) if as_tensor else array
+
+    pred, target = [0, 1, 2, 1], [0, 1, 1, 1]
+    assert accuracy(wide(pred), wide(target)) == accuracy(np.array(pred), np.array(target)) == 0.75
+    assert torch.equal(
+        confusion_matrix(wide(pred), wide(target), 3), confusion_matrix(np.array(pred), np.array(target), 3)
+    )
+    correct = np.array([True, False, True])
+    expected = metrics.oscr(np.array([1, 2, 3]), correct, np.array([2, 4]))
+    assert metrics.oscr(wide([1, 2, 3]), correct, wide([2, 4])) == expected
+    labels = np.array([0, -1, 0, 0])
+    assert auroc(wide([1, 9, 4, 3]), labels) == auroc(np.array([1, 9, 4, 3]), labels) == 1.0

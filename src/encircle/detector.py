@@ -37,7 +37,7 @@ from encircle.methods.registry import method_class
 from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
 from encircle.models.pretrained import load_pretrained, pretrained_normalization
-from encircle.preprocess import Preprocess
+from encircle.preprocess import PREPROCESS_KINDS, Preprocess
 
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
 #: (checkpoint, history) file names in ``out_dir`` for the training and pretraining runs.
@@ -311,8 +311,16 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
-        """Read a detector written by :meth:`save` (safe loading only)."""
+        """Read a detector written by :meth:`save` (safe loading only).
+
+        Raises:
+            CheckpointError: the file cannot be loaded safely (see
+                :func:`~encircle.checkpoint.load_file`), a field is missing or holds a
+                value of the wrong type or range (the message names the field), or the
+                weights do not fit the network the file names.
+        """
         state = load_file(path, "detector")
+        _check_fields(state, path)
         try:
             config = with_overrides(RunConfig(), flatten(state["config"]))
             detector = cls(config)
@@ -324,7 +332,7 @@ class Detector:
             detector.method_.eval()
             detector.preprocess_ = Preprocess.from_state(state["preprocess"])
             detector.threshold_ = float(state["threshold"])
-            detector.num_classes_ = int(state.get("num_classes", 1))
+            detector.num_classes_ = state.get("num_classes", 1)
             detector.sample_shape_ = tuple(state["sample_shape"])
             detector.model_kwargs_ = dict(state["model_kwargs"])
             detector.method_kwargs_ = dict(state["method_kwargs"])
@@ -332,3 +340,61 @@ class Detector:
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{str(path)!r} does not fit this encircle's networks: {exc}") from None
         return detector
+
+
+def _is_size(value: object) -> bool:
+    """Whether ``value`` is an int >= 1 (``True`` is an int to Python, but not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_named(value: object, of: type | tuple[type, ...] = object) -> bool:
+    """Whether ``value`` is a dict of names (str) to values of type ``of``."""
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, of) for k, v in value.items())
+
+
+def _is_preprocess_state(value: object) -> bool:
+    """Whether ``value`` is what :meth:`Preprocess.state` writes: a known kind, tensor
+    constants and an optional ``(C, H, W)``-like shape."""
+    if not isinstance(value, dict):
+        return False
+    shape = value.get("shape")
+    return (
+        value.get("kind") in PREPROCESS_KINDS
+        and _is_named(value.get("params", {}), torch.Tensor)
+        and (shape is None or (isinstance(shape, list) and all(_is_size(side) for side in shape)))
+    )
+
+
+#: What each field of a detector file must hold (see :meth:`Detector.save`), and a check.
+_FIELDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "config": ("a dict of configuration sections", _is_named),
+    "model_kwargs": ("a dict of keyword arguments", _is_named),
+    "method_kwargs": ("a dict of keyword arguments", _is_named),
+    "state": ("a dict of tensors (the method's state dict)", lambda v: _is_named(v, torch.Tensor)),
+    "preprocess": (
+        f"a preprocessing state (a 'kind' among {', '.join(PREPROCESS_KINDS)}, tensor 'params', 'shape' None "
+        "or a list of sizes >= 1)",
+        _is_preprocess_state,
+    ),
+    "threshold": ("a real number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    "num_classes": ("an integer >= 1", _is_size),
+    "sample_shape": ("a list of sizes >= 1", lambda v: isinstance(v, list | tuple) and all(map(_is_size, v))),
+}
+#: Fields files of older versions may lack, and the value they stand for.
+_DEFAULTS = {"num_classes": 1}
+
+
+def _check_fields(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a detector file whose fields are missing or of the wrong type or range, naming the field.
+
+    The file's sha256 proves only that it is unchanged since it was written, not that what
+    wrote it wrote sensible values; unchecked, a junk field fails far from its cause (an
+    ``AttributeError`` inside the preprocessing, an ``OverflowError`` from ``int(inf)``),
+    or worse, loads and fails only when scoring.
+    """
+    for name, (expected, ok) in _FIELDS.items():
+        if name not in state and name not in _DEFAULTS:
+            raise CheckpointError(f"{str(path)!r} is not a complete detector file: field {name!r} is missing")
+        value = state.get(name, _DEFAULTS.get(name))
+        if not ok(value):
+            raise CheckpointError(f"{str(path)!r}: field {name!r} must be {expected}, got {value!r:.80}")

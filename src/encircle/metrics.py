@@ -93,9 +93,24 @@ def _shape(x: ArrayLike) -> tuple[int, ...]:
 
 
 def _check_array(x: object, name: str) -> ArrayLike:
+    """``x`` if it is an array, with unsigned integers wider than a byte as int64.
+
+    torch can neither reduce nor compare those (``min``, ``<`` against int64), and a
+    NumPy array of them becomes such a tensor on the way to the classification metrics.
+    """
     if not isinstance(x, torch.Tensor | np.ndarray):
         raise DataError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
-    return x
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind != "u" or x.dtype.itemsize == 1:
+            return x
+        signed: ArrayLike = x.astype(np.int64)
+    else:
+        if x.dtype in (torch.bool, torch.uint8) or x.is_floating_point() or x.is_complex() or x.is_signed():
+            return x
+        signed = x.detach().to(torch.int64)
+    if bool((signed < 0).any()):  # wrapped around: 2**63 or more
+        raise DataError(f"{name} must be integers below 2**63, got larger {x.dtype} values")
+    return signed
 
 
 def _kind(x: ArrayLike) -> str:
@@ -570,12 +585,21 @@ def ood_metrics(scores: ArrayLike, labels: ArrayLike) -> dict[str, float]:
 
 
 def _as_tensor(x: object, name: str) -> torch.Tensor:
+    """``x`` as a tensor of real numbers.
+
+    NumPy strings, objects and dates are refused (torch has no such dtypes:
+    ``torch.from_numpy`` raises a ``TypeError``), and so are complex numbers: no metric
+    here orders them or reads class ids from them, and torch would drop the imaginary
+    part with only a warning.
+    """
     x = _check_array(x, name)
+    if _kind(x) == "other":
+        raise DataError(f"{name} must be a numeric array of real numbers (float, int or bool), got dtype {x.dtype}")
     return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x.detach()
 
 
 def _class_ids(x: torch.Tensor, name: str) -> None:
-    if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
+    if x.dtype == torch.bool or x.is_floating_point():
         raise DataError(f"{name} must be integer class ids, got dtype {x.dtype}")
 
 
@@ -604,8 +628,10 @@ def accuracy(predictions_or_logits: ArrayLike, labels: ArrayLike) -> float:
         raise DataError(f"labels must be 1-D with shape (N,), got shape {_shape(target)}")
     _class_ids(target, "labels")
     if pred.ndim == 2:
-        if pred.dtype == torch.bool or pred.is_complex():
-            raise DataError(f"predictions_or_logits as (N, K) logits must be real, got dtype {pred.dtype}")
+        if pred.dtype == torch.bool:
+            raise DataError(
+                f"predictions_or_logits as (N, K) logits must be real numbers, not booleans, got dtype {pred.dtype}"
+            )
         if pred.shape[1] == 0:
             raise DataError(f"predictions_or_logits as (N, K) logits needs K >= 1, got shape {_shape(pred)}")
         num_classes: int | None = int(pred.shape[1])
@@ -697,7 +723,8 @@ def oscr(known_scores: ArrayLike, known_correct: ArrayLike, unknown_scores: Arra
         unknown_scores: ``(M,)`` scores of unknown test samples.
 
     Raises:
-        DataError: empty inputs, non-finite scores, or mismatched lengths.
+        DataError: empty inputs, non-numeric or complex dtypes, non-finite scores, or
+            mismatched lengths.
     """
     known = _as_tensor(known_scores, "known_scores").double().cpu()
     unknown = _as_tensor(unknown_scores, "unknown_scores").double().cpu()

@@ -139,6 +139,21 @@ def test_truncated_zip_is_reported(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_zip_of_a_newer_version_is_a_data_error(tmp_path):
+    """zipfile refuses a "version needed to extract" above 6.3 with NotImplementedError (found by fuzzing)."""
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("f.txt", "x")
+    raw = bytearray((tmp_path / "a.zip").read_bytes())
+    entry = raw.rindex(b"PK\x01\x02")  # the central directory entry: "version needed" at +6
+    raw[entry + 6] = 64
+    (tmp_path / "a.zip").write_bytes(bytes(raw))
+    with pytest.raises(
+        DataError, match=r"cannot extract '.*a\.zip': zipfile cannot read it \(zip file version 6\.4\); nothing was"
+    ):
+        extract_archive(tmp_path / "a.zip", tmp_path / "out")
+    assert leftovers(tmp_path) == []
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(DataError, match=r"archive '.*none\.tar\.gz' does not exist"):
         extract_archive(tmp_path / "none.tar.gz", tmp_path / "out")

@@ -179,3 +179,45 @@ def test_bad_arrays(tmp_path, make, message):
 def test_missing_array_file(tmp_path):
     with pytest.raises(DataError, match=r"array file '.*x.npy' does not exist"):
         load_arrays(tmp_path / "x.npy")
+
+
+def npy_with_header(text: str) -> bytes:
+    """A version 1.0 ``.npy`` file whose header is ``text`` (NumPy pads it to 64 bytes)."""
+    body = text.encode("latin1") + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("{[]: 1}", r"bad header \(unhashable type: 'list'\)"),  # TypeError from ast.literal_eval
+        ("-" * 5000 + "1", r"bad header \(maximum recursion depth exceeded"),  # RecursionError from ast
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2**62)}",
+            r"bad header \(malformed node or string",  # arithmetic is not a literal
+        ),
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (0, 1152921504606846976)}",
+            r"declares shape \(0, 1152921504606846976\) float64, which no array can have; the file is corrupt",
+        ),
+        (
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1, " * 65 + ")}",
+            r"declares shape \(1, 1, .*\) float32, which no array can have",  # more than NumPy's 64 dimensions
+        ),
+    ],
+    ids=["unhashable-keys", "deep-operators", "arithmetic", "too-big-for-numpy", "too-many-dimensions"],
+)
+def test_npy_headers_numpy_cannot_use_are_data_errors(tmp_path, header, message):
+    """NumPy's header parser lets TypeError and RecursionError from ast through, and a shape
+    NumPy cannot index would fail only when the array is built: all are the file's fault."""
+    (tmp_path / "h.npy").write_bytes(npy_with_header(header))
+    with pytest.raises(DataError, match=rf"^'.*h\.npy'.*{message}"):
+        load_arrays(tmp_path / "h.npy")
+
+
+@pytest.mark.parametrize("label_column", ["label", -1, 0])
+def test_header_wider_than_the_rows_is_a_data_error(tmp_path, label_column):
+    """Once an IndexError: the label column was looked up by the header but the rows are narrower (found by fuzzing)."""
+    (tmp_path / "f.csv").write_bytes(b",label\n0\n")
+    with pytest.raises(DataError, match=r"'.*f\.csv' line 2: 1 columns, expected 2"):
+        load_csv(tmp_path / "f.csv", label_column=label_column)

@@ -302,3 +302,10 @@ def test_registry_matches_the_snapshot():
         assert got == REGISTRY_SNAPSHOT[name], name
         assert entry.key_rules is WRN_KEY_RULES and entry.head == "fc"
         assert entry.file_name == f"{name}-{entry.sha256[:12]}.pt"
+
+
+def test_a_state_dict_with_names_that_are_not_strings_is_refused(tmp_path):
+    """Its keys are renamed with re.sub, which would raise a TypeError on an int."""
+    torch.save({1: torch.zeros(1)}, tmp_path / "int-keys.pt")
+    with pytest.raises(CheckpointError, match=r"weights file '.*int-keys\.pt' holds no state dict .*; got \['1'\]"):
+        load_pretrained(tmp_path / "int-keys.pt", WideResNet(depth=DEPTH, widen_factor=1))

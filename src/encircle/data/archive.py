@@ -42,9 +42,22 @@ log = logging.getLogger(__name__)
 #: Largest total of member sizes an archive may declare (bytes).
 MAX_ARCHIVE_BYTES = 16 * 2**30
 _CHUNK = 1 << 20
-#: Errors that mean the archive itself is truncated or corrupt.
 _ONLY = "only regular files and folders are extracted"
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
+#: Errors that mean the archive itself is truncated or corrupt (``lzma.LZMAError`` is
+#: what ``lzma`` raises for a damaged ``.xz`` stream or zip member, where ``gzip`` raises
+#: ``BadGzipFile``/``zlib.error``).
+_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+#: Zip compression methods ``zipfile`` reads; it raises ``NotImplementedError`` for others.
+_ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+#: Zip flag bits ``zipfile`` cannot extract without a password or at all (APPNOTE 4.4.4):
+#: encrypted (bit 0: ``RuntimeError``), compressed patched data (bit 5) and strong
+#: encryption (bit 6: ``NotImplementedError``).
+_ZIP_UNREADABLE_FLAGS = {0x01: "encrypted", 0x20: "compressed patched data", 0x40: "strongly encrypted"}
 
 
 def extract_archive(archive: str | Path, target: str | Path, *, max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
@@ -61,8 +74,10 @@ def extract_archive(archive: str | Path, target: str | Path, *, max_bytes: int =
 
     Raises:
         DataError: the archive is missing, of an unknown kind, truncated or corrupt; a
-            member is unsafe (the message names the archive, the member and why); the
-            declared sizes exceed ``max_bytes``; or ``target`` already exists.
+            member is unsafe or one ``zipfile`` cannot read (unknown compression,
+            encrypted, a name that does not decode, a newer zip version): the message
+            names the archive, the member and why; the declared sizes exceed ``max_bytes``; or ``target``
+            already exists.
     """
     archive, target = Path(archive), Path(target)
     if not archive.is_file():
@@ -169,26 +184,55 @@ def _drain(stream: object) -> None:
 
 
 def _extract_zip(archive: Path, into: Path, max_bytes: int) -> int:
-    count = 0
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:  # check every member before writing any
-            kind = stat.S_IFMT(info.external_attr >> 16)  # Unix file type, where the archiver stored one
-            if kind == stat.S_IFLNK:
-                raise _unsafe(archive, info.filename, f"is a symbolic link; {_ONLY}")
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise _unsafe(archive, info.filename, f"is a device file, FIFO or socket; {_ONLY}")
-            safe_member_path(archive, info.filename)
-        _check_total(archive, sum(i.file_size for i in infos), max_bytes)
-        for info in infos:
-            relative = safe_member_path(archive, info.filename)
-            if info.is_dir():
-                (into / relative).mkdir(parents=True, exist_ok=True)
-                continue
-            with zf.open(info) as source:  # reading to the end checks the CRC
-                _write(source, into, relative)
-            count += 1
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:  # check every member before writing any
+                _check_zip_member(archive, info)
+            _check_total(archive, sum(i.file_size for i in infos), max_bytes)
+            count = 0
+            for info in infos:
+                relative = safe_member_path(archive, info.filename)
+                if info.is_dir():
+                    (into / relative).mkdir(parents=True, exist_ok=True)
+                    continue
+                with zf.open(info) as source:  # reading to the end checks the CRC
+                    _write(source, into, relative)
+                count += 1
+    except UnicodeDecodeError as exc:  # a name flagged UTF-8 (central directory or local header) that is not
+        raise DataError(
+            f"cannot extract {str(archive)!r}: a member name is flagged as UTF-8 but does not decode ({exc}); "
+            "nothing was extracted"
+        ) from None
+    except NotImplementedError as exc:  # how zipfile refuses what it lacks, e.g. a newer "version needed"
+        raise DataError(
+            f"cannot extract {str(archive)!r}: zipfile cannot read it ({exc}); nothing was extracted"
+        ) from None
     return count
+
+
+def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member that is unsafe, or that ``zipfile`` could not read, before anything is written."""
+    if not info.filename or "\0" in info.orig_filename:  # zipfile cuts a name at its first NUL byte
+        raise _unsafe(archive, info.orig_filename, "has an empty name or a NUL byte in its name")
+    kind = stat.S_IFMT(info.external_attr >> 16)  # Unix file type, where the archiver stored one
+    if kind == stat.S_IFLNK:
+        raise _unsafe(archive, info.filename, f"is a symbolic link; {_ONLY}")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise _unsafe(archive, info.filename, f"is a device file, FIFO or socket; {_ONLY}")
+    safe_member_path(archive, info.filename)
+    if info.compress_type not in _ZIP_METHODS:
+        raise DataError(
+            f"cannot extract {str(archive)!r}: member {info.filename!r} uses compression method "
+            f"{info.compress_type}, which is not supported (expected one of {', '.join(_ZIP_METHODS.values())}); "
+            "nothing was extracted"
+        )
+    for bit, what in _ZIP_UNREADABLE_FLAGS.items():
+        if info.flag_bits & bit:
+            raise DataError(
+                f"cannot extract {str(archive)!r}: member {info.filename!r} is {what}, which is not supported; "
+                "nothing was extracted"
+            )
 
 
 def _write(source: IO[bytes], into: Path, relative: PurePosixPath) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from encircle._io import atomic_open, atomic_write_json
+from encircle.data.npy_header import read_file
+from encircle.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +52,44 @@ def _paths(folder: Path, stem: str, key: str) -> tuple[Path, Path, Path]:
 
 
 def load_record(folder: Path, stem: str, key: str) -> dict[str, Any] | None:
-    """The record of entry ``stem``/``key``, or ``None`` when there is none (or it is unreadable)."""
+    """The record of entry ``stem``/``key``, or ``None`` when there is none (or it is unreadable or damaged)."""
     record, _, _ = _paths(folder, stem, key)
     if not record.is_file():
         return None
     try:
         meta = json.loads(record.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # json.loads recurses once per nesting level
         log.warning("ignoring the unreadable cache record %s: %s", record, exc)
         return None
-    return meta if isinstance(meta, dict) and meta.get("key") == key else None
+    if not (isinstance(meta, dict) and meta.get("key") == key):
+        return None
+    count, shape = meta.get("count"), meta.get("shape")
+    if not (isinstance(count, int) and isinstance(shape, list) and all(isinstance(side, int) for side in shape)):
+        log.warning(
+            "ignoring the damaged cache record %s: 'count' %r and 'shape' %r are not sizes", record, count, shape
+        )
+        return None
+    return meta
 
 
 def load_arrays(folder: Path, stem: str, key: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
-    """Record, images and labels of a complete entry, or ``None`` (a damaged entry is ignored)."""
+    """Record, images and labels of a complete entry, or ``None`` (a damaged entry is ignored).
+
+    The arrays are read through :func:`~encircle.data.npy_header.read_file`, so a damaged
+    ``.npy`` header or a truncated file is a damaged entry (decoded again by the caller),
+    never an allocation of whatever size the header declares.
+    """
     meta = load_record(folder, stem, key)
     if meta is None or not meta.get("arrays"):
         return None
     _, images_path, labels_path = _paths(folder, stem, key)
     try:
-        images = np.load(images_path, allow_pickle=False)
-        labels = np.load(labels_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        images = read_file(images_path, repr(str(images_path)))
+        labels = read_file(labels_path, repr(str(labels_path)))
+    except (OSError, DataError) as exc:
         log.warning("ignoring the damaged cache entry %s-%s in %s: %s", stem, key, folder, exc)
         return None
-    expected = (meta.get("count"), *meta.get("shape", ()))
+    expected = (meta["count"], *meta["shape"])
     if images.dtype != np.uint8 or images.shape != expected or labels.dtype != np.int64 or labels.shape != expected[:1]:
         log.warning(
             "ignoring the cache entry %s-%s in %s: arrays %s %s / %s %s do not match its record %s",

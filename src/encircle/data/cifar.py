@@ -13,8 +13,9 @@ refuses every global except the three names a pickled NumPy array refers to
 (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``), and even
 those are replaced by inert stand-ins that only record their arguments; the array is
 then rebuilt with :func:`numpy.frombuffer` after its dtype (``u1``) and shape are
-checked. No callable from the file is ever called, so a hostile batch file can at
-worst be refused.
+checked. No callable from the file is ever called, and before unpickling the opcodes
+are walked once so that no length or memo index the file declares makes the unpickler
+allocate more than the file holds; a hostile batch file can at worst be refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 SHAPE = (3, 32, 32)
 _ROW = 3 * 32 * 32
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 
 
 class _Stub:
@@ -103,6 +106,34 @@ def _array(stub: Any, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
+def _check_opcodes(raw: bytes, where: str) -> None:
+    """Walk the pickle's opcodes before unpickling, so that no size it declares is allocated unread.
+
+    The C unpickler allocates a counted string or bytes (``BINBYTES8``, ``BYTEARRAY8``,
+    ...) before reading it, and grows its memo to twice any index a ``PUT`` names, so a
+    few hostile bytes can ask for exabytes (``MemoryError``, ``OverflowError``) whatever
+    the file holds. :func:`pickletools.genops` reads every argument from the bytes
+    themselves (a length beyond the end is a ``ValueError``) and builds no object, only
+    the arguments it has read; memo indices must come in order, as every pickler writes
+    them, so the memo stays within twice the number of ``PUT`` opcodes in the file.
+    """
+    stored = 0
+    try:
+        for opcode, arg, position in pickletools.genops(raw):
+            if opcode.name == "MEMOIZE":
+                stored += 1
+            elif opcode.name in _PUTS and isinstance(arg, int):  # always: the memo index
+                if arg > stored:
+                    raise DataError(
+                        f"{where} cannot be read safely: {opcode.name} at byte {position} stores memo entry "
+                        f"{arg:,} after only {stored:,} entries; the file is corrupt"
+                    )
+                if arg == stored:
+                    stored += 1
+    except ValueError as exc:  # pickletools' only error for bytes that are not a complete pickle
+        raise DataError(f"{where} cannot be read safely: {exc}") from None
+
+
 def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
     """One batch file: images ``uint8 (N, 3, 32, 32)``, labels ``int64 (N,)`` and the file's md5.
 
@@ -115,6 +146,7 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
         raise DataError(f"CIFAR-10 batch {str(path)!r} does not exist")
     raw = path.read_bytes()
     where = f"CIFAR-10 batch {str(path)!r}"
+    _check_opcodes(raw, where)
     try:
         batch = BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:

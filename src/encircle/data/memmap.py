@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encircle.data.npy_header import read_header
 from encircle.errors import DataError
 
 IMAGES, LABELS = "images.npy", "labels.npy"
@@ -177,21 +178,20 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """``(shape, dtype, data offset)`` of a ``.npy`` file, checked against its size."""
     try:
         with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = read(handle)
-            offset = handle.tell()
+            header = read_header(handle, repr(str(path)))
+        size = path.stat().st_size
     except FileNotFoundError:
         raise DataError(f"memmap dataset file {str(path)!r} does not exist") from None
-    except ValueError as exc:
-        raise DataError(f"{str(path)!r} is not a readable .npy file: {exc}") from None
-    if fortran_order:
+    except OSError as exc:
+        raise DataError(f"cannot read memmap dataset file {str(path)!r}: {exc}") from None
+    if header.fortran_order:
         raise DataError(f"{str(path)!r} is stored in Fortran order; expected C order")
-    expected = offset + math.prod(shape) * dtype.itemsize
-    size = path.stat().st_size
+    expected = header.offset + header.data_bytes
     if size != expected:
-        raise DataError(f"{str(path)!r} holds {size} bytes but its header {shape} {dtype} needs {expected}")
-    return tuple(shape), dtype, offset
+        raise DataError(
+            f"{str(path)!r} holds {size} bytes but its header {header.shape} {header.dtype} needs {expected}"
+        )
+    return header.shape, header.dtype, header.offset
 
 
 class MemmapDataset:

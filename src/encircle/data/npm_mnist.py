@@ -35,13 +35,16 @@ def parse_digits(raw: bytes, name: str) -> np.ndarray:
     """One ``K.json`` file's rows as ``uint8`` images ``(n, 1, 28, 28)``.
 
     Raises:
-        DataError: not JSON of the form ``{"data": [numbers]}``, a length that is not a
-            multiple of 784, or values outside ``[0, 1]``.
+        DataError: not JSON of the form ``{"data": [numbers]}`` (including numbers beyond
+            any float and nesting deeper than the recursion limit), a length that is not
+            a multiple of 784, or values outside ``[0, 1]``.
     """
     try:
         values = json.loads(raw)["data"]
         rows = np.asarray(values, dtype=np.float32)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        # OverflowError: an integer beyond any float; RecursionError: nesting deeper than
+        # json.loads (one Python frame per level) can follow
         raise DataError(f'{name}: expected JSON {{"data": [numbers...]}}, got an error: {exc}') from None
     if rows.ndim != 1 or rows.size % _PIXELS:
         raise DataError(f"{name}: expected a flat list of 784-pixel rows, got {rows.size} values")

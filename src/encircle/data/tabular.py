@@ -9,30 +9,22 @@ numbers become ``float32`` features ``(N, D)``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import io
-import math
-import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 
 from encircle.data.dataset import ImageDataset
+from encircle.data.npy_header import MAX_ARRAY_BYTES, read_array, read_file
 from encircle.errors import DataError
 
 #: Largest number of channels an image array may have (gray, gray+alpha, RGB, RGBA).
 MAX_CHANNELS = 4
-#: Largest array read from a ``.npy``/``.npz`` file (bytes): a header declaring more is
-#: refused as corrupt before anything is allocated. Data sets larger than memory belong
-#: in a memmap dataset (:mod:`encircle.data.memmap`), which is never held whole.
-MAX_ARRAY_BYTES = 16 * 2**30
-_CHUNK = 2**20
 
 
 def as_dataset(x: np.ndarray, labels: np.ndarray, name: str, source: str) -> ImageDataset:
@@ -80,8 +72,8 @@ def load_arrays(path: str | Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> ImageD
     Object arrays are refused (their data is a pickle, and loading it would run code).
     Each array's header is read and checked first: a shape and dtype needing more bytes
     than the file (or the ``.npz`` member) holds, or more than ``max_bytes``, is refused
-    before anything is allocated; the data is then read in bounded chunks, so memory
-    grows only with bytes really there (a ``.npz`` member's declared size may lie).
+    before anything is allocated; a ``.npz`` member's data is then read in bounded
+    chunks, so memory grows only with bytes really there (its declared size may lie).
 
     Args:
         path: the ``.npy`` or ``.npz`` file.
@@ -103,8 +95,7 @@ def load_arrays(path: str | Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> ImageD
         if magic.startswith(b"PK"):
             x, y = _read_npz(path, max_bytes)
         else:
-            with open(path, "rb") as handle:
-                x, y = _read_npy(handle, repr(str(path)), path.stat().st_size, max_bytes), None
+            x, y = read_file(path, repr(str(path)), max_bytes), None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
         # zipfile raises NotImplementedError for unknown compression methods and
         # RuntimeError for encrypted members
@@ -133,61 +124,8 @@ def _read_npz(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray | None
             info = members[key]
             with archive.open(info) as member:
                 where = f"{str(path)!r} member {info.filename!r}"
-                arrays.append(_read_npy(member, where, info.file_size, max_bytes))
+                arrays.append(read_array(member, where, info.file_size, max_bytes))
     return arrays[0], arrays[1] if y_key else None
-
-
-def _read_npy(handle: IO[bytes], where: str, size: int, max_bytes: int) -> np.ndarray:
-    """One array from a ``.npy`` stream of ``size`` bytes (header included), header checked first.
-
-    ``numpy.load`` allocates the whole declared array before reading, so a header
-    claiming terabytes fails with a ``MemoryError`` and one claiming gigabytes costs
-    gigabytes for a file of a few bytes; here nothing is allocated until the header is
-    known to fit both ``size`` and ``max_bytes``.
-    """
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise DataError(
-                f"{where}: .npy format version {version[0]}.{version[1]} is not supported; expected 1.0 or 2.0"
-            )
-    except (ValueError, SyntaxError, tokenize.TokenError) as exc:
-        # the header is a Python dict literal: NumPy parses it with ast (and, for a header
-        # that fails, re-tokenizes it), whose errors it lets through
-        raise DataError(f"{where} is not a readable .npy file: bad header ({exc})") from None
-    if dtype.hasobject:
-        raise DataError(
-            f"{where}: refused to load (object arrays need pickle, which is off): "
-            "Object arrays cannot be loaded when allow_pickle=False"
-        )
-    if dtype.kind == "V" or dtype.itemsize == 0:
-        raise DataError(f"{where}: expected numeric data (uint8 images or numeric features), got dtype {dtype}")
-    if any(side < 0 for side in shape):
-        raise DataError(f"{where}: .npy header declares a negative size in shape {shape}; the file is corrupt")
-    needed = math.prod(shape) * dtype.itemsize
-    if needed > max_bytes:
-        raise DataError(
-            f"{where}: .npy header declares shape {shape} {dtype} ({needed:,} bytes), more than the limit of "
-            f"{max_bytes:,} bytes; the file is corrupt"
-        )
-    available = size - handle.tell()
-    if needed > available:
-        raise DataError(
-            f"{where}: .npy header declares shape {shape} {dtype} ({needed:,} bytes of data) but only "
-            f"{max(available, 0):,} bytes follow the header; the file is truncated or corrupt"
-        )
-    data = bytearray()
-    with contextlib.suppress(EOFError):  # zipfile's end of a member shorter than its directory entry says
-        while len(data) < needed and (chunk := handle.read(min(_CHUNK, needed - len(data)))):
-            data += chunk
-    if len(data) < needed:
-        raise DataError(f"{where}: the data is truncated: it ends before the {needed:,} bytes its header declares")
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape))
-    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 
 def load_csv(
@@ -234,7 +172,7 @@ def load_csv(
         names, numbered = numbered[0][1], numbered[1:]
     if not numbered:
         raise DataError(f"{str(path)!r}: expected data rows, got none")
-    width = len(numbered[0][1])
+    width = len(names) if names is not None else len(numbered[0][1])  # a header names every column
     for number, row in numbered:
         if len(row) != width:
             raise DataError(f"{str(path)!r} line {number}: {len(row)} columns, expected {width}")

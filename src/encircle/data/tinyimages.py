@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encircle.data.npy_header import check_fits, read_header
 from encircle.errors import DataError
 
 FILE = "300K_random_images.npy"
@@ -25,6 +26,9 @@ SHAPE = (3, 32, 32)
 def read_tinyimages(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 (N, 3, 32, 32)`` and labels ``int64 (N,)`` all ``-1`` from the ``.npy`` file.
 
+    The header is checked (:func:`~encircle.data.npy_header.read_header`) and held
+    against the file's size before the data is mapped.
+
     Raises:
         DataError: the file missing, not a ``.npy`` file (pickled objects are refused),
             truncated, or not ``uint8 (N, 32, 32, 3)``.
@@ -32,17 +36,19 @@ def read_tinyimages(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"TinyImages300k file {str(path)!r} does not exist")
+    where = f"TinyImages300k file {str(path)!r}"
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"TinyImages300k file {str(path)!r} is not a complete .npy array: {exc}") from None
-    if (
-        not isinstance(array, np.ndarray)
-        or array.dtype != np.uint8
-        or array.ndim != 4
-        or array.shape[1:] != (32, 32, 3)
-    ):
-        got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
-        raise DataError(f"TinyImages300k file {str(path)!r} holds {got}, expected uint8 (N, 32, 32, 3)")
+        with open(path, "rb") as handle:
+            header = read_header(handle, where)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"cannot read {where}: {exc}") from None
+    if header.dtype != np.uint8 or len(header.shape) != 4 or header.shape[1:] != (32, 32, 3):
+        raise DataError(f"{where} holds {header.dtype} {header.shape}, expected uint8 (N, 32, 32, 3)")
+    check_fits(header, where, size - header.offset)
+    if header.count == 0:  # nothing to map (mmap refuses an empty range)
+        return np.empty((0, *SHAPE), np.uint8), np.empty(0, np.int64)
+    # mapped, not read: the transposed copy below is the only one made in memory
+    array = np.memmap(path, np.uint8, "r", header.offset, header.shape, order="F" if header.fortran_order else "C")
     images = np.ascontiguousarray(array.transpose(0, 3, 1, 2))
     return images, np.full(len(images), -1, dtype=np.int64)

@@ -36,8 +36,8 @@ The entries and their checksums are those of pytorch-ood's model registry
 from __future__ import annotations
 
 import logging
-import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,20 +293,40 @@ def _entry(name: str) -> PretrainedWeights:
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"cannot read the weights file {str(path)!r}: permission denied") from None
+    except Exception as exc:
+        # torch.load documents no exceptions, and garbage makes its readers fail in many
+        # ways (UnpicklingError for refused objects, but also IndexError, KeyError,
+        # struct.error, EOFError, ... from the safe unpickler on damaged bytes), as
+        # checkpoint.load_file also found; every one of them means the file is unreadable
         raise CheckpointError(
-            f"cannot load the weights file {str(path)!r} safely (weights_only=True): {first}"
+            f"cannot load the weights file {str(path)!r} safely (weights_only=True): {_describe(exc)}"
         ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+    if not (
+        isinstance(obj, Mapping)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
         got = sorted(map(str, obj))[:_SHOWN] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(
             f"weights file {str(path)!r} holds no state dict (names -> tensors, or one under 'state_dict'); got {got}"
         )
     return obj
+
+
+def _describe(exc: Exception) -> str:
+    """``type: first line`` of ``exc``, the type qualified where its bare name says little
+    (``struct.error``, ``pickle.UnpicklingError``; ``_pickle`` is ``pickle``'s C module)."""
+    kind = type(exc)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.lstrip('_')}.{kind.__name__}"
+    text = str(exc).strip()
+    return f"{name}: {text.splitlines()[0]}" if text else name
 
 
 def _listed(keys: list[str]) -> str:
