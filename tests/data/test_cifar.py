@@ -1,5 +1,6 @@
 import hashlib
 import importlib
+import json
 import logging
 import pickle
 import tarfile
@@ -211,3 +212,17 @@ def test_archive_without_the_batch_folder(isolated_cache, tmp_path):
         add_bytes(tar, "other/file", b"x")
     with pytest.raises(DataError, match=rf"cifar10: the archive '.*{ARCHIVE}' has no folder 'cifar-10-batches-py'"):
         load_dataset("cifar10", "train", root=tmp_path)
+
+
+def test_a_cache_record_without_its_fields_is_rebuilt(isolated_cache, http_server, monkeypatch):
+    base, served, _ = http_server
+    write_cifar_tarball(served / ARCHIVE, cifar_batches())
+    serve(monkeypatch, "cifar10", base, served, checks="both")
+    first = load_dataset("cifar10", "train")
+    (record,) = (isolated_cache / "cifar10" / "arrays").glob("train-*.json")
+    meta = json.loads(record.read_text())
+    del meta["source"]
+    record.write_text(json.dumps(meta))
+    again = load_dataset("cifar10", "train")
+    assert again.source.startswith("cifar10: ") and torch.equal(again.images, first.images)
+    assert "source" in json.loads(record.read_text())

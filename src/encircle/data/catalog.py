@@ -262,10 +262,11 @@ def load(spec: FileDataset, split: str, found: Located, home: Path) -> ImageData
     key = _key(spec, split, found)
     if spec.cache_arrays:
         hit = array_cache.load_arrays(cache, split, key)
-        if hit is not None:
+        if hit is not None and _complete(hit[0]):
             log.info("%s %s: from the array cache (%s)", spec.name, split, hit[0]["source"])
             return _dataset(spec, *hit)
     record = array_cache.load_record(cache, split, key)
+    record = record if record is not None and _complete(record) else None
     check = record if record is not None else _check(spec, found)
     data = found.path if found.is_folder or spec.folder is None else _extracted(spec, found.path, home) / spec.folder
     if spec.folder is not None and not data.is_dir():
@@ -284,6 +285,11 @@ def load(spec: FileDataset, split: str, found: Located, home: Path) -> ImageData
     if record is None or spec.cache_arrays:
         array_cache.save(cache, split, key, meta, images, labels, arrays=spec.cache_arrays)
     return _dataset(spec, meta, images, labels)
+
+
+def _complete(meta: Mapping[str, Any]) -> bool:
+    """Whether a cache record has what :func:`load` reads from it (a damaged one is rebuilt)."""
+    return isinstance(meta.get("source"), str) and isinstance(meta.get("sha256"), dict) and "canonical" in meta
 
 
 def _key(spec: FileDataset, split: str, found: Located) -> str:

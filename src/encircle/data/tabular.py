@@ -186,8 +186,10 @@ def load_csv(
     else:
         column = _column_index(label_column, names, width, path)
         raw_labels = table[:, column]
-        if not np.all(raw_labels == np.round(raw_labels)):
-            raise DataError(f"{str(path)!r}: label column {label_column!r} must hold integers, got non-integer values")
+        if not np.all(np.isfinite(raw_labels)) or not np.all(raw_labels == np.round(raw_labels)):
+            raise DataError(
+                f"{str(path)!r}: label column {label_column!r} must hold integers, got non-integer or infinite values"
+            )
         labels, values = raw_labels.astype(np.int64), np.delete(table, column, axis=1)
     name, source = path.name.split(".")[0], f"{path.name} (CSV)"
     if shape is None:
