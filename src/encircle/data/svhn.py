@@ -5,9 +5,8 @@ with ``X``, ``uint8 (32, 32, 3, N)`` (height, width, RGB, sample), and ``y``, ``
 labels 1-10 where **10 stands for the digit 0**. encircle returns the digits as labels
 0-9 (10 -> 0, as torchvision's ``SVHN`` does) and images ``(N, 3, 32, 32)``.
 
-The file is read with :func:`scipy.io.loadmat` (imported only here; install SciPy with
-``pip install scipy`` or ``pip install 'encircle[data]'``), which parses the MATLAB
-format without running any code from the file.
+The file is read with :func:`encircle.data.matfile.read_mat_arrays`, a bounds-checked
+MATLAB v5 reader (SciPy's ``loadmat`` can crash the interpreter on a damaged file).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encircle.data.matfile import read_mat_arrays
 from encircle.errors import DataError
 
 #: The published file of each split.
@@ -27,27 +27,19 @@ def read_svhn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 (N, 3, 32, 32)`` and digit labels ``int64 (N,)`` 0-9 of a ``*_32x32.mat`` file.
 
     Raises:
-        DataError: SciPy missing, the file missing or not a MATLAB file, ``X``/``y``
-            missing or of the wrong shape or type, or labels outside 1-10.
+        DataError: the file missing or not a MATLAB v5 file, ``X``/``y`` missing or of
+            the wrong shape or type, or labels outside 1-10.
     """
-    try:
-        from scipy.io import loadmat
-    except ImportError:
-        raise DataError(
-            "reading SVHN needs SciPy, which is not installed; install it with "
-            "`pip install scipy` or `pip install 'encircle[data]'`"
-        ) from None
     path = Path(path)
     if not path.is_file():
         raise DataError(f"SVHN file {str(path)!r} does not exist")
     try:
-        content = loadmat(path, variable_names=("X", "y"))
-    except Exception as exc:  # loadmat raises ValueError, IndexError, MatReadError, ... on malformed files
+        content = read_mat_arrays(path, ("X", "y"))
+    except DataError as exc:
         raise DataError(f"SVHN file {str(path)!r} is not a readable MATLAB v5 file: {exc}") from None
     images, labels = content.get("X"), content.get("y")
     if images is None or labels is None:
-        names = sorted(k for k in content if not k.startswith("__"))
-        raise DataError(f"SVHN file {str(path)!r} has no 'X' and 'y' variables; got {names}")
+        raise DataError(f"SVHN file {str(path)!r} has no 'X' and 'y' variables; got {sorted(content)}")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
         raise DataError(f"SVHN file {str(path)!r}: 'X' is {images.dtype} {images.shape}, expected uint8 (32, 32, 3, N)")
     labels = np.asarray(labels).reshape(-1)
