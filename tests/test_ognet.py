@@ -300,6 +300,7 @@ def test_bad_method_settings(kwargs, message):
         ({"epochs": 3}, 3, "method.old_epoch must be < train.epochs .* got old_epoch=3 with train.epochs=3"),
         ({"optimizer": "sgd"}, 1, "train.optimizer must be 'adam', got 'sgd'"),
         ({"amp": "fp16"}, 1, "train.amp 'off' or 'bf16', got 'fp16'"),
+        ({"augment": "shift"}, 1, "train.augment must be 'none', got 'shift'"),
     ],
 )
 def test_bad_training_settings(noise_samples, settings, old_epoch, message):

@@ -86,6 +86,10 @@ def check_settings(method: OGNet, config: TrainConfig) -> None:
         raise ConfigError(f"OGNet trains with Adam: train.optimizer must be 'adam', got {config.optimizer!r}")
     if config.amp == "fp16":
         raise ConfigError("OGNet supports train.amp 'off' or 'bf16', got 'fp16' (two optimisers, no GradScaler)")
+    if config.augment != "none":
+        raise ConfigError(
+            f"OGNet adds its own input noise and does not augment: train.augment must be 'none', got {config.augment!r}"
+        )
 
 
 def phase_one_step(
