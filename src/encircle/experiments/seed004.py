@@ -10,10 +10,13 @@ when it is available: ``--set data.ood=cifar10``). Two detectors on the seed's n
 * **CAC** (Miller et al., WACV 2021), trained from scratch with the same recipe (the seed
   warm-starts it from the baseline's weights).
 
-Both thresholds are calibrated on held-out MNIST training digits at
-``calibration.tpr`` (97% accepted by default: an operating point, chosen without any
-unknown sample). The seed's figures: "success on knowns" = share of MNIST test digits
-accepted as known (any class), "success on unknowns" = share of unknowns rejected. As the
+Both train with the seed's Adam (lr 1e-3, batch 128) for 30 epochs: offline there are
+7,200 training digits, so 30 epochs take about as many steps (216k samples) as the
+seed's 5 epochs on 60,000 digits (300k). Both thresholds are calibrated on held-out
+MNIST training digits at ``calibration.tpr`` (95% accepted by default, as in ``osr``:
+an operating point chosen without any unknown sample). The seed's figures: "success
+on knowns" = share of MNIST test digits accepted as known (any class), "success on
+unknowns" = share of unknowns rejected. As the
 seed's fixed threshold sits at another operating point, the table also gives the share
 of unknowns rejected when exactly as many knowns are accepted as in the seed
 (``1 - fpr_at_tpr_in(scores, labels, 0.9516)``, a property of the scores: that threshold
@@ -172,8 +175,8 @@ PROTOCOL = register_protocol(
             data=DataConfig(name="mnist", ood="fashion-mnist", preprocess="unit", max_ood=500),
             model=ModelConfig(name="seed004"),
             method=MethodConfig(name="cac", alpha=10.0, lambda_anchor=0.1),
-            train=TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, eval_every=0),
-            calibration=CalibrationConfig(tpr=0.97, holdout=0.1),
+            train=TrainConfig(epochs=30, batch_size=128, optimizer="adam", lr=1e-3, eval_every=0),
+            calibration=CalibrationConfig(tpr=0.95, holdout=0.1),
         ),
         run=run,
         quick={"train.epochs": 2, "data.max_train": 2000, "data.max_test": 1000, "data.max_ood": 200},
