@@ -133,31 +133,7 @@ def worker(args: argparse.Namespace) -> None:
     distributed.destroy_process_group()
 
 
-MEMORY_PROBE = """
-import json, resource, sys, time
-import torch
-from encircle.config import TrainConfig
-from encircle.data.memmap import MemmapDataset
-from encircle.engine import fit, fit_stream
-from encircle.methods import create_method
-from encircle.models import create_model
-from encircle.preprocess import Preprocess
-
-ds = MemmapDataset(sys.argv[1])
-torch.manual_seed(0)
-method = create_method("deep-svdd", create_model("mlp", in_features=64, hidden=(32,), out_features=8))
-warm_up = ds.read(0, 4096)  # imports, allocator and kernels first, so they do not count as data memory
-fit(method, *warm_up, TrainConfig(epochs=1, device="cpu"), preprocess=Preprocess("unit"), seed=0, progress=False)
-del warm_up
-config = TrainConfig(epochs=1, batch_size=int(sys.argv[2]), lr=1e-3, device="cpu", eval_every=0)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-started = time.perf_counter()
-result = fit_stream(method, ds, config, preprocess=Preprocess("unit"), seed=0, progress=False)
-seconds = time.perf_counter() - started
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_peak_before_mib": before / 1024, "rss_peak_after_mib": after / 1024,
-                  "fit_seconds": seconds, "epoch_images_per_s": result.history[-1]["images_per_s"]}))
-"""
+MEMORY_PROBE = Path(__file__).with_name("memmap_probe.py")
 
 
 def memmap_memory(images: int, folder: Path, batch: int) -> dict[str, Any]:
@@ -177,7 +153,7 @@ def memmap_memory(images: int, folder: Path, batch: int) -> dict[str, Any]:
     write_seconds = time.perf_counter() - started
     size = MemmapDataset(path).sample_bytes * images
     probe = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(path), str(batch)], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, str(MEMORY_PROBE), str(path), str(batch)], capture_output=True, text=True, cwd=ROOT
     )
     shutil.rmtree(path)
     if probe.returncode != 0:
