@@ -57,7 +57,7 @@ bench: setup
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/seed000_vs_pytorch_ood.py
 	$(PY) benchmarks/network_throughput.py
-	$(PY) benchmarks/oneclass_baselines.py --max-train 1000
+	$(PY) benchmarks/oneclass_baselines.py --max-train 1000 --seeds 0 1 2
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
