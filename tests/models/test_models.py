@@ -75,3 +75,29 @@ def test_wrong_input_shape_is_refused():
         create_model("seed000").check_input((3, 32, 32))
     with pytest.raises(DataError, match="expects samples with 12 values"):
         create_model("mlp", in_features=12).check_input((5,))
+
+
+def test_classifier32_small_layout_and_reference_function():
+    torch.manual_seed(0)
+    net = create_model("classifier32-small", out_features=6, dropout=0.5)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 32, (3, 3)),
+        (32, 64, (3, 3)),
+        (64, 64, (3, 3)),
+        (64, 128, (3, 3)),
+        (128, 128, (3, 3)),
+    ]
+    assert all(c.bias is None for c in convs) and net.out_features == 6
+    x = torch.rand(4, 1, 28, 28)
+    net.eval()
+    h = x
+    for index, (conv, bn) in enumerate(zip(net.convs, net.bns, strict=True)):
+        h = F.leaky_relu(bn(conv(h)), 0.2)
+        if index in (0, 2):
+            h = F.max_pool2d(h, 2)  # 28 -> 14 -> 7
+    assert h.shape == (4, 128, 7, 7)
+    assert torch.allclose(net(x), net.fc(h.mean(dim=(2, 3))), atol=1e-6)
+    assert torch.equal(net(x), net(x))  # no dropout at evaluation
+    net.train()
+    assert not torch.equal(net(x), net(x))  # channel dropout while training

@@ -13,7 +13,10 @@ Splits: the five known-class sets listed in DESIGN.md for MNIST, SVHN and CIFAR-
 results compare across runs). Recipe defaults (MNIST, the CAC authors' configuration):
 SGD momentum 0.9, lr 0.01 (x0.1 at epoch 35), batch 128, weight decay 5e-6, dropout
 0.2, random resized crops of 70-100% of the image area, CAC with alpha 10, lambda 0.1,
-on the seed-004 network.
+on ``classifier32-small`` (five 3x3 convolutions with BatchNorm, a small version of the
+authors' network). On the offline digits it reached 99.0% accuracy and 98.1% AUROC over
+the five trials where the seed-004 network reached 98.7% and 95.3%
+(``--set model.name=seed004`` for the latter).
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ PROTOCOL = register_protocol(
         defaults=RunConfig(
             seed=0,
             data=DataConfig(name="mnist", preprocess="unit"),
-            model=ModelConfig(name="seed004", dropout=0.2),
+            model=ModelConfig(name="classifier32-small", dropout=0.2),
             method=MethodConfig(name="cac", alpha=10.0, lambda_anchor=0.1),
             train=TrainConfig(
                 augment="resized-crop",
