@@ -61,7 +61,7 @@ class ModelConfig:
     """Network name (see ``encircle.models.list_models()``) and output size.
 
     ``dropout``, ``depth`` and ``widen_factor`` go to the networks that take them
-    (``seed004``, ``wrn``; 0 = the network's default depth/width). ``pretrained`` names
+    (``seed004``, ``wrn``, ``lenet-mnist``; 0 = the network's default depth/width). ``pretrained`` names
     weights (``encircle.models.pretrained.list_pretrained()``) or a weights file loaded
     into the network before training, all but its head, which gets ``out_features``.
     """

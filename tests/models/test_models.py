@@ -101,3 +101,15 @@ def test_classifier32_small_layout_and_reference_function():
     assert torch.equal(net(x), net(x))  # no dropout at evaluation
     net.train()
     assert not torch.equal(net(x), net(x))  # channel dropout while training
+
+
+def test_lenet_widen_factor_multiplies_the_filters():
+    net = create_model("lenet-mnist", out_features=64, widen_factor=4)
+    assert (net.conv1.out_channels, net.conv2.out_channels, net.fc1.in_features) == (32, 16, 16 * 7 * 7)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 64)
+    paper = create_model("lenet-mnist")
+    assert (paper.conv1.out_channels, paper.conv2.out_channels) == (8, 4)
+    for module in net.modules():
+        assert getattr(module, "bias", None) is None and not getattr(module, "affine", False)
+    with pytest.raises(ConfigError, match="lenet-mnist widen_factor must be >= 1, got -1"):
+        create_model("lenet-mnist", widen_factor=-1)

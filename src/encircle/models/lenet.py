@@ -56,19 +56,29 @@ class MnistLeNet(Backbone):
     Two bias-free 5x5 convolutions (8 and 4 filters, padding 2), each followed by
     BatchNorm without affine parameters (eps 1e-4), 2x2 max pooling and leaky ReLU
     (slope 0.01), then a bias-free linear layer 4*7*7 -> ``out_features`` (32).
+
+    ``widen_factor`` k multiplies both filter counts (8k and 4k; 1 is the paper's
+    network). The paper's widths are tiny: on ~1,000 images per class, k = 4 with a
+    64-d output raised the one-class mean AUROC from 0.915 to 0.964 (MNIST) and from
+    0.912 to 0.931 (Fashion-MNIST), seed 1, 10 epochs, in about 1.8 s per class
+    (``benchmarks/oneclass_baselines.py``).
     """
 
     input_shape = (1, 28, 28)
     decoder = "lenet-mnist-decoder"
 
-    def __init__(self, out_features: int = 32) -> None:
+    def __init__(self, out_features: int = 32, widen_factor: int = 1) -> None:
         super().__init__()
+        if widen_factor < 1:
+            raise ConfigError(f"lenet-mnist widen_factor must be >= 1, got {widen_factor}")
         self.out_features = out_features
-        self.conv1 = nn.Conv2d(1, 8, 5, padding=2, bias=False)
-        self.bn1 = nn.BatchNorm2d(8, eps=1e-4, affine=False)
-        self.conv2 = nn.Conv2d(8, 4, 5, padding=2, bias=False)
-        self.bn2 = nn.BatchNorm2d(4, eps=1e-4, affine=False)
-        self.fc1 = nn.Linear(4 * 7 * 7, out_features, bias=False)
+        self.widen_factor = widen_factor
+        c1, c2 = 8 * widen_factor, 4 * widen_factor
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(c1, eps=1e-4, affine=False)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(c2, eps=1e-4, affine=False)
+        self.fc1 = nn.Linear(c2 * 7 * 7, out_features, bias=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.leaky_relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))
