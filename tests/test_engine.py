@@ -60,7 +60,7 @@ def test_resume_continues_exactly(tmp_path):
     straight, full = train(4, tmp_path / "a", checkpoint_every=1)
     train(2, tmp_path / "b", checkpoint_every=1)
     resumed, rest = train(4, tmp_path / "b", resume=True, checkpoint_every=1)
-    assert rest.resumed_from_epoch == 2
+    assert (rest.resumed_phase, rest.resumed_from) == ("train", 2)
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
@@ -69,7 +69,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_nan_loss_names_epoch_and_batch():
     x, y = data()
     x[:] = float("nan")
-    with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, batch 1"):
+    with pytest.raises(TrainingError, match=r"loss is nan in phase 'train', epoch 1, batch 1"):
         fit(make_method(), x, y, TrainConfig(epochs=1), preprocess=Preprocess(), seed=0, progress=False)
 
 

@@ -19,8 +19,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from encircle.config import TrainConfig
 from encircle.errors import ConfigError
+from encircle.train_config import TrainConfig
 
 Augmentation = Callable[[torch.Tensor], torch.Tensor]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from encircle.bench_results import CheckedResults
-from encircle.detector import PRETRAIN_FILES
 from encircle.errors import DataError
 from encircle.experiments import seed002
 
@@ -95,23 +94,10 @@ def _seconds(protocol: str, records: Any) -> float:
     return float(sum(r.get("seconds", 0.0) for r in records))
 
 
-def _pretrain_seconds(folder: Path) -> float:
-    """Seconds of the autoencoder pretraining a detector recorded in ``folder`` (0 without one)."""
-    path = folder / PRETRAIN_FILES[1]
-    if not path.is_file():
-        return 0.0
-    total = 0.0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            total += float(json.loads(line).get("seconds", 0.0)) if line.strip() else 0.0
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise DataError(f"{str(path)!r}: expected one JSON record per line, got {line[:80]!r}") from None
-    return total
-
-
 def _detector_seconds(protocol: str, history: Mapping[str, Any], folder: Path) -> float:
-    """Training time of the detectors of ``history`` (detector folder -> records), pretraining included."""
-    return _seconds(protocol, history) + sum(_pretrain_seconds(folder / key) for key in history)
+    """Training time of the detectors of ``history`` (detector folder -> records); the
+    records of every phase (pretraining included) are in one history."""
+    return _seconds(protocol, history)
 
 
 def _paper(value: str, citation: str) -> str:
@@ -200,8 +186,8 @@ def _ognet_rows(r: CheckedResults, cell_dir: Path) -> list[Row]:
     """Deep SVDD and OGNet after each phase; phase two's time includes phase one's."""
     classes = [int(c) for c in r.mapping("metrics", "per_class_auroc", "deep_svdd")]
     dataset = f"{r.text('config', 'data', 'name')}, normal class {_classes(classes)} vs 100 of each other class"
-    svdd = sum(_pretrain_seconds(cell_dir / f"class{c}" / "deep-svdd") for c in classes)
-    phases = {1: 0.0, 2: 0.0}
+    svdd = 0.0
+    phases = {"phase-one": 0.0, "phase-two": 0.0}
     for name in r.mapping("history"):
         svdd += _seconds(r.protocol, r.records("history", name, "deep_svdd"))
         ognet = r.records("history", name, "ognet")
@@ -209,8 +195,8 @@ def _ognet_rows(r: CheckedResults, cell_dir: Path) -> list[Row]:
             phases[phase] += _seconds(r.protocol, [rec for rec in ognet if rec.get("phase") == phase])
     runs = (
         ("Deep SVDD", "deep_svdd", svdd),
-        ("OGNet, phase 1", "ognet_phase_one", phases[1]),
-        ("OGNet, phase 2", "ognet_phase_two", phases[1] + phases[2]),
+        ("OGNet, phase 1", "ognet_phase_one", phases["phase-one"]),
+        ("OGNet, phase 2", "ognet_phase_two", phases["phase-one"] + phases["phase-two"]),
     )
     return [
         table_row(dataset, method, auroc=r.number("metrics", f"mean_auroc_{key}"), train_seconds=seconds)

@@ -34,7 +34,7 @@ from encircle.config import (
 from encircle.errors import ConfigError, EncircleError
 
 if TYPE_CHECKING:
-    from encircle.detector import Detector
+    pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +316,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         settings["calibration.tpr"] = args.tpr
     settings.update(_overrides(args))
     config = with_overrides(_fit_defaults(data.images, settings.get("method.name")), settings)
-    detector = _detector_class(config.method.name)(config).fit(data, progress=_progress(args))
+    from encircle.detector import Detector
+
+    detector = Detector(config).fit(data, progress=_progress(args))
     detector.save(args.out)
     history = detector.fit_result_.history if detector.fit_result_ else []
     print(
@@ -339,35 +341,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _fit_defaults(samples: Any, method: Any) -> RunConfig:
-    """Defaults for user data: OGNet's own (:data:`~encircle.ognet.OGNET_DEFAULTS`) for
-    ``method`` ``"ognet"``; else the MNIST LeNet for 28x28 grayscale images, or an MLP."""
-    if method == "ognet":
-        from encircle.ognet import OGNET_DEFAULTS
+    """Defaults for user data: the MNIST LeNet for 28x28 grayscale images, else an MLP;
+    then the method's own recipe (``Method.recipe``, e.g. OGNet's networks and schedule)."""
+    from encircle.methods import method_class
 
-        return OGNET_DEFAULTS
     if samples.dtype.is_floating_point:
-        return RunConfig(
-            model=ModelConfig(name="mlp", out_features=16),
-            data=DataConfig(preprocess="standardize"),
-        )
-    if tuple(samples.shape[1:]) == (1, 28, 28):
-        return RunConfig(
-            model=ModelConfig(name="lenet-mnist", out_features=32),
-            data=DataConfig(preprocess="unit"),
-        )
-    return RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit"))
-
-
-def _detector_class(method: str) -> type[Detector]:
-    """OGNet trains in two phases with two optimisers (:class:`~encircle.ognet.OGNetDetector`);
-    every other method with the generic detector. Both save files the generic loader reads."""
-    if method == "ognet":
-        from encircle.ognet import OGNetDetector
-
-        return OGNetDetector
-    from encircle.detector import Detector
-
-    return Detector
+        base = RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="standardize"))
+    elif tuple(samples.shape[1:]) == (1, 28, 28):
+        base = RunConfig(model=ModelConfig(name="lenet-mnist", out_features=32), data=DataConfig(preprocess="unit"))
+    else:
+        base = RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit"))
+    return with_overrides(base, method_class(method).recipe) if method else base
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

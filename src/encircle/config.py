@@ -16,17 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from encircle.errors import ConfigError
+from encircle.methods.hyperparameters import coerce, defaults, hyperparameters
+from encircle.methods.registry import method_class
+from encircle.train_config import TrainConfig
+from encircle.train_config import require as _require
 
-DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("off", "bf16", "fp16", "auto")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULERS = ("multistep", "cosine")
-AUGMENTATIONS = ("none", "shift", "resized-crop")
-
-
-def _require(ok: bool, key: str, expected: str, got: object) -> None:
-    if not ok:
-        raise ConfigError(f"{key} must be {expected}, got {got!r}")
+__all__ = [
+    "CalibrationConfig",
+    "DataConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OpenSetConfig",
+    "RunConfig",
+    "TrainConfig",
+    "flatten",
+    "load_toml",
+    "parse_override",
+    "with_overrides",
+]
 
 
 @dataclass(frozen=True)
@@ -78,128 +85,66 @@ class ModelConfig:
         _require(0 <= self.dropout < 1, "model.dropout", "in [0, 1)", self.dropout)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MethodConfig:
-    """Method name (see ``encircle.methods.list_methods()``) and its hyperparameters.
+    """Method name (see ``encircle.methods.list_methods()``) and the hyperparameters set for it.
 
-    Each method takes the fields its constructor names (Deep SVDD: ``objective``,
-    ``nu``, ``eps``, ``warm_up_epochs``, ``radius_update``; CAC: ``alpha``,
-    ``lambda_anchor``, ``reestimate_anchors``; MCHAD: ``weight_ce``, ``weight_center``,
-    ``weight_oe``, ``margin``; OGNet: ``d_lr``, ``old_epoch``, ``noise_std``,
-    ``phase2_lr``, ``phase2_iterations``, ``phase2_batch_size``, ``real_weight``,
-    ``pseudo_weight``; the cross-entropy classifier: ``score_rule``,
-    ``shrinkage``); values are checked there.
-    ``pretrain`` trains an autoencoder whose encoder is the network first (Ruff et al.;
-    the authors' MNIST settings: Adam lr 1e-4, weight decay 5e-4, lr x0.1 at epoch 50).
+    A method declares its hyperparameters once, in its ``__init__``
+    (:mod:`encircle.methods.hyperparameters`); ``params`` holds the values set here, each
+    checked against that declaration (an unknown key or a value of the wrong type is a
+    :class:`ConfigError`), and :meth:`hyperparameters` adds the declared defaults.
+    ``MethodConfig.of("cac", alpha=5.0)`` is the short form.
     """
 
     name: str = "deep-svdd"
-    objective: str = "one-class"
-    nu: float = 0.1
-    eps: float = 0.1
-    warm_up_epochs: int = 10
-    radius_update: str = "batch"
-    pretrain: bool = False
-    pretrain_epochs: int = 150
-    pretrain_lr: float = 1e-4
-    pretrain_weight_decay: float = 5e-4
-    pretrain_lr_milestones: tuple[int, ...] = (50,)
-    # Class Anchor Clustering (Miller et al., WACV 2021)
-    alpha: float = 10.0
-    lambda_anchor: float = 0.1
-    reestimate_anchors: bool = True
-    # MCHAD (Kirchheim et al., ICPR 2022)
-    weight_ce: float = 1.0
-    weight_center: float = 1.0
-    weight_oe: float = 1.0
-    margin: float = 4.0
-    # OGNet (Zaheer et al., CVPR 2020); phase one uses train.lr/epochs/batch_size for G
-    d_lr: float = 1e-4
-    old_epoch: int = 1
-    noise_std: float = 0.155
-    phase2_lr: float = 5e-5
-    phase2_iterations: int = 75
-    phase2_batch_size: int = 8
-    real_weight: float = 0.1
-    pseudo_weight: float = 0.05
-    # cross-entropy classifier with a post-hoc score
-    score_rule: str = "msp"
-    shrinkage: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.pretrain_epochs >= 1, "method.pretrain_epochs", ">= 1", self.pretrain_epochs)
-        _require(self.pretrain_lr > 0, "method.pretrain_lr", "> 0", self.pretrain_lr)
+        declared = {h.name: h for h in hyperparameters(method_class(self.name))}
+        checked = {}
+        for key, value in self.params.items():
+            if key not in declared:
+                raise ConfigError(
+                    f"unknown config key 'method.{key}': method {self.name!r} has the hyperparameters "
+                    f"{', '.join(declared) or '(none)'}"
+                )
+            checked[key] = declared[key].check(value)
+        object.__setattr__(self, "params", checked)
 
-    def pretrain_config(self, train: TrainConfig) -> TrainConfig:
-        """The autoencoder's fit settings: ``train`` with the ``pretrain_*`` values."""
-        return dataclasses.replace(
-            train,
-            epochs=self.pretrain_epochs,
-            lr=self.pretrain_lr,
-            weight_decay=self.pretrain_weight_decay,
-            lr_milestones=self.pretrain_lr_milestones,
-        )
+    def __eq__(self, other: object) -> bool:
+        """Equal when the method and every hyperparameter (set or default) are."""
+        if not isinstance(other, MethodConfig):
+            return NotImplemented
+        return self.name == other.name and self.hyperparameters() == other.hyperparameters()
 
-    def to_kwargs(self) -> dict[str, Any]:
-        """Every hyperparameter but ``name``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+    __hash__ = None  # type: ignore[assignment]
 
+    @classmethod
+    def of(cls, name: str, **params: Any) -> MethodConfig:
+        """``MethodConfig(name, params)``."""
+        return cls(name, params)
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The fit loop's settings.
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every hyperparameter of the method: its declared defaults, then ``params``."""
+        return defaults(method_class(self.name)) | self.params
 
-    ``scheduler`` is ``"multistep"`` (``lr_milestones`` are epochs at which the learning
-    rate is multiplied by ``lr_gamma``) or ``"cosine"`` (cosine annealing to 0 over
-    ``epochs``, as MCHAD);
-    ``amp`` runs the network body in bf16/fp16 autocast (heads and distances stay
-    float32; ``"auto"``: bf16 on GPUs that support it, fp16 on older GPUs, off on the
-    CPU); ``checkpoint_every`` = 0 writes a checkpoint only at the end;
-    ``eval_every`` = 0 evaluates only at the end;
-    ``augment`` transforms training batches on the device (:mod:`encircle.augment`):
-    ``"shift"`` translates by up to ``augment_shift`` pixels, ``"resized-crop"`` crops
-    ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe).
-    """
+    def __getitem__(self, key: str) -> Any:
+        values = self.hyperparameters()
+        if key not in values:
+            raise ConfigError(f"method {self.name!r} has no hyperparameter {key!r}")
+        return values[key]
 
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    scheduler: str = "multistep"
-    device: str = "auto"
-    amp: str = "off"
-    channels_last: bool = True
-    checkpoint_every: int = 0
-    eval_every: int = 1
-    augment: str = "none"
-    augment_shift: int = 2
-    augment_min_scale: float = 0.7
+    def updated(self, **params: Any) -> MethodConfig:
+        """This method with ``params`` set too."""
+        return MethodConfig(self.name, self.params | params)
 
-    def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
-        _require(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
-        _require(self.lr > 0, "train.lr", "> 0", self.lr)
-        _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
-        _require(self.momentum >= 0, "train.momentum", ">= 0", self.momentum)
-        _require(self.lr_gamma > 0, "train.lr_gamma", "> 0", self.lr_gamma)
-        _require(self.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", self.optimizer)
-        _require(self.scheduler in SCHEDULERS, "train.scheduler", f"one of {SCHEDULERS}", self.scheduler)
-        _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)
-        _require(
-            self.device in DEVICES or self.device.startswith("cuda:"),
-            "train.device",
-            "'auto', 'cpu', 'cuda' or 'cuda:N'",
-            self.device,
-        )
-        _require(self.checkpoint_every >= 0, "train.checkpoint_every", ">= 0", self.checkpoint_every)
-        _require(self.eval_every >= 0, "train.eval_every", ">= 0", self.eval_every)
-        _require(self.augment in AUGMENTATIONS, "train.augment", f"one of {AUGMENTATIONS}", self.augment)
-        _require(self.augment_shift >= 0, "train.augment_shift", ">= 0", self.augment_shift)
-        _require(0 < self.augment_min_scale <= 1, "train.augment_min_scale", "in (0, 1]", self.augment_min_scale)
+    def renamed(self, name: str, **params: Any) -> MethodConfig:
+        """Method ``name`` with this config's values that it declares too, then ``params``.
+
+        Protocols that compare methods start each from one shared config this way.
+        """
+        accepted = set(defaults(method_class(name)))
+        return MethodConfig(name, {k: v for k, v in self.params.items() if k in accepted} | params)
 
 
 @dataclass(frozen=True)
@@ -246,10 +191,13 @@ class RunConfig:
 
     ``seeds``, when not empty, asks protocols that repeat runs to train once per seed
     (data splits keep ``seed``) and report the mean and standard deviation.
+    ``baseline_epochs`` is the length of a baseline a protocol trains beside its own
+    method (``ognet-mnist``'s Deep SVDD: that many epochs of pretraining and of training).
     """
 
     seed: int = 1234
     seeds: tuple[int, ...] = ()
+    baseline_epochs: int = 150
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -259,7 +207,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), e.g. for ``results.json``."""
-        return dataclasses.asdict(self, dict_factory=_plain_dict)
+        plain = dataclasses.asdict(self, dict_factory=_plain_dict)
+        plain["method"] = _plain_dict([("name", self.method.name), *self.method.hyperparameters().items()])
+        return plain
 
 
 def _plain_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -306,6 +256,7 @@ def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """A copy of ``config`` with dotted-key ``overrides`` applied, each type-checked."""
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
+    method_values: dict[str, Any] = {}
     run_fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
         section, _, name = key.partition(".")
@@ -314,7 +265,10 @@ def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         if not name:
             if dataclasses.is_dataclass(_hints(RunConfig)[section]):
                 raise ConfigError(f"config key {key!r} names a section; use {key}.KEY=VALUE")
-            top[section] = _coerce(key, value, _hints(RunConfig)[section])
+            top[section] = coerce(key, value, _hints(RunConfig)[section])
+            continue
+        if section == "method":  # checked against the method's declaration (MethodConfig)
+            method_values[name] = value
             continue
         section_type = _hints(RunConfig)[section]
         if not dataclasses.is_dataclass(section_type):
@@ -322,10 +276,13 @@ def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         hints = _hints(section_type)
         if name not in hints:
             raise ConfigError(f"unknown config key {key!r}; {section} keys are {', '.join(sorted(hints))}")
-        sections.setdefault(section, {})[name] = _coerce(key, value, hints[name])
+        sections.setdefault(section, {})[name] = coerce(key, value, hints[name])
     changes: dict[str, Any] = dict(top)
     for section, values in sections.items():
         changes[section] = dataclasses.replace(getattr(config, section), **values)
+    if method_values:
+        name = coerce("method.name", method_values.pop("name", config.method.name), str)
+        changes["method"] = config.method.renamed(name, **method_values)
     return dataclasses.replace(config, **changes)
 
 
@@ -335,25 +292,3 @@ def _sections() -> list[str]:
 
 def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation (int, float, bool, str, tuple[int, ...])."""
-    if annotation is bool:
-        _require(isinstance(value, bool), key, "true or false", value)
-    elif annotation is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), key, "an integer", value)
-    elif annotation is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        _require(ok, key, "a number", value)
-        value = float(value)
-    elif annotation is str:
-        _require(isinstance(value, str), key, "a string", value)
-    elif typing.get_origin(annotation) is tuple:
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in items)
-        _require(ok, key, "an integer or a list of integers", value)
-        value = tuple(items)
-    else:  # pragma: no cover - a new field type needs a rule here
-        raise ConfigError(f"{key}: no rule for values of type {annotation}")
-    return value

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from encircle.checkpoint import load_file, save_file
-from encircle.config import RunConfig, TrainConfig, flatten, with_overrides
+from encircle.config import RunConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
 from encircle.engine import FitResult, InputPipeline, fit, inference_batch_size, resolve_device
 from encircle.errors import CheckpointError, DataError
-from encircle.methods import create_method, method_parameters
+from encircle.methods import create_method, list_methods
 from encircle.methods.base import Method
 from encircle.methods.registry import method_class
 from encircle.models import create_model, model_parameters
@@ -40,9 +40,8 @@ from encircle.models.pretrained import load_pretrained, pretrained_normalization
 from encircle.preprocess import PREPROCESS_KINDS, Preprocess
 
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
-#: (checkpoint, history) file names in ``out_dir`` for the training and pretraining runs.
+#: (checkpoint, history) file names in ``out_dir`` of a training run (every phase).
 TRAIN_FILES = ("checkpoint.pt", "history.jsonl")
-PRETRAIN_FILES = ("pretrain.pt", "pretrain_history.jsonl")
 
 
 def threshold_at_tpr(normal_scores: torch.Tensor, tpr: float) -> float:
@@ -74,7 +73,7 @@ def _as_samples(data: ArrayLike, what: str) -> torch.Tensor:
     return data
 
 
-def _as_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
+def _class_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
     """Known-class labels ``0..K-1`` (``K >= 2``, every class present) for a classifying method."""
     if labels is None:
         if not isinstance(data, ImageDataset):
@@ -99,6 +98,39 @@ def _as_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int
             + (f" with no samples of {missing}" if missing else "")
         )
     return y
+
+
+def _targets(kind: type[Method], data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
+    """Training labels: the known classes of a method that uses labels, else zeros (normal).
+
+    Raises:
+        DataError: labels passed to a method that learns from normal data only.
+    """
+    if kind.uses_labels:
+        return _class_labels(data, labels, n)
+    if labels is not None:
+        raise DataError(
+            f"method {kind.name!r} learns from normal data only and takes no labels; drop labels=..., or use a "
+            "method that learns known classes (cac, mchad, softmax)"
+        )
+    return torch.zeros(n, dtype=torch.int64)
+
+
+def _outliers(kind: type[Method], outliers: ArrayLike, samples: torch.Tensor) -> torch.Tensor:
+    """Outlier samples for a method that uses them, shaped like ``samples``.
+
+    Raises:
+        DataError: outliers for a method that does not use them, or of another shape.
+    """
+    if not kind.uses_outliers:
+        users = ", ".join(n for n in list_methods() if method_class(n).uses_outliers)
+        raise DataError(
+            f"method {kind.name!r} does not use outliers; drop outliers=..., or use one that does ({users})"
+        )
+    extra = _as_samples(outliers, "outliers")
+    if tuple(extra.shape[1:]) != tuple(samples.shape[1:]):
+        raise DataError(f"outliers have samples of shape {tuple(extra.shape[1:])}, the data {tuple(samples.shape[1:])}")
+    return extra
 
 
 class Detector:
@@ -133,93 +165,39 @@ class Detector:
     ) -> Detector:
         """Train on ``data`` and calibrate the threshold on a held-out part.
 
-        One-class methods take normal ``data`` (labels are ignored). Classifying methods
-        take known classes ``0..K-1``: ``labels``, or the labels of an ``ImageDataset``;
-        ``outliers`` (samples of no known class) are mixed into training for outlier
-        exposure, a fresh draw of ``len(train)`` of them each epoch.
+        One-class methods take normal ``data``. Classifying methods take known classes
+        ``0..K-1``: ``labels``, or the labels of an ``ImageDataset``. Methods that use
+        outliers (``uses_outliers``: MCHAD's outlier exposure, Deep SAD's labelled
+        anomalies) take ``outliers``, samples of no known class, a fresh draw of up to
+        ``len(train)`` of them mixed in each epoch; other methods refuse them.
 
-        With ``method.pretrain``, an autoencoder whose encoder is the network is trained
-        first (``pretrain_result_`` holds its history). ``out_dir`` receives
-        ``checkpoint.pt`` and ``history.jsonl`` (and ``pretrain.pt``,
-        ``pretrain_history.jsonl``); ``resume`` continues from those checkpoints.
+        Every phase of the method (e.g. autoencoder pretraining, then training) runs in
+        the one engine; ``out_dir`` receives its ``checkpoint.pt`` and ``history.jsonl``,
+        and ``resume`` continues from that checkpoint in the phase it records.
         """
-        cfg = self.config
+        kind = method_class(self.config.method.name)
         samples = _as_samples(data, "data")
-        kind = method_class(cfg.method.name)
-        targets = (
-            _as_labels(data, labels, samples.shape[0])
-            if kind.needs_labels
-            else torch.zeros(samples.shape[0], dtype=torch.int64)
-        )
-        extra_samples = None
-        if outliers is not None:
-            extra_samples = _as_samples(outliers, "outliers")
-            if tuple(extra_samples.shape[1:]) != tuple(samples.shape[1:]):
-                raise DataError(
-                    f"outliers have samples of shape {tuple(extra_samples.shape[1:])}, "
-                    f"the data {tuple(samples.shape[1:])}"
-                )
+        targets = _targets(kind, data, labels, samples.shape[0])
+        extra = _outliers(kind, outliers, samples) if outliers is not None else None
         self.num_classes_ = int(targets.max()) + 1 if kind.classifies else 1
+        self.sample_shape_ = tuple(samples.shape[1:])
         train_idx, holdout_idx = self._split(samples.shape[0])
         train, train_labels = samples[train_idx], targets[train_idx]
-        self.sample_shape_ = tuple(samples.shape[1:])
-        self.model_kwargs_ = self._model_kwargs(
-            self.sample_shape_, self.num_classes_ if kind.outputs_are_classes else 0
+        net = self._build_network(kind.outputs_are_classes)
+        self.preprocess_ = self._fit_preprocess(net, train)
+        self.method_kwargs_ = self.config.method.hyperparameters()
+        self.method_ = create_method(self.config.method.name, net, self.num_classes_, **self.method_kwargs_)
+        self.fit_result_: FitResult | None = self._train(
+            train, train_labels, extra, eval_hook, out_dir, resume, progress
         )
-        torch.manual_seed(cfg.seed)  # the network's initial weights
-        net = create_model(cfg.model.name, **self.model_kwargs_)
-        if not isinstance(net, Backbone):
-            raise DataError(f"model {cfg.model.name!r} is not an encircle Backbone")
-        constants: dict[str, torch.Tensor] = {}
-        if cfg.model.pretrained:
-            load_pretrained(cfg.model.pretrained, net, include_head=False)
-            constants = pretrained_normalization(cfg.model.pretrained) if cfg.data.preprocess == "normalize" else {}
-        resize = samples.ndim == 4 and net.input_shape is not None and self.sample_shape_ != net.input_shape
-        shape = net.input_shape if resize else None
-        self.preprocess_ = Preprocess(cfg.data.preprocess, params=constants, shape=shape).fit(train)
-        out = Path(out_dir) if out_dir is not None else None
-
-        def train_method(method: Method, settings: TrainConfig, files: tuple[str, str], **extra: Any) -> FitResult:
-            return fit(
-                method,
-                train,
-                train_labels,
-                settings,
-                preprocess=self.preprocess_,
-                seed=cfg.seed,
-                checkpoint_path=out / files[0] if out else None,
-                history_path=out / files[1] if out else None,
-                resume=resume,
-                progress=progress,
-                **extra,
-            )
-
-        self.pretrain_result_: FitResult | None = None
-        main_checkpoint_exists = out is not None and (out / TRAIN_FILES[0]).is_file()
-        if cfg.method.pretrain and not (resume and main_checkpoint_exists):
-            # the autoencoder shares `net` as its encoder: its trained weights carry over
-            autoencoder = create_method("autoencoder", net)
-            self.pretrain_result_ = train_method(autoencoder, cfg.method.pretrain_config(cfg.train), PRETRAIN_FILES)
-        accepted = method_parameters(cfg.method.name)
-        self.method_kwargs_ = {k: v for k, v in cfg.method.to_kwargs().items() if k in accepted}
-        if "num_classes" in accepted:  # methods with their own class centers (MCHAD)
-            self.method_kwargs_["num_classes"] = self.num_classes_
-        self.method_ = create_method(cfg.method.name, net, **self.method_kwargs_)
-        self.fit_result_: FitResult | None = train_method(
-            self.method_,
-            cfg.train,
-            TRAIN_FILES,
-            eval_hook=eval_hook,
-            metadata={"config": cfg.to_dict()},
-            outliers=extra_samples,
+        self._finalize(train, train_labels)
+        self.threshold_ = threshold_at_tpr(
+            self.score(samples[holdout_idx] if len(holdout_idx) else train), self.config.calibration.tpr
         )
-        pipeline = self.input_pipeline()
-        self.method_.finalize(pipeline.batches(train, train_labels, inference_batch_size(pipeline.device)))
-        calibration = samples[holdout_idx] if len(holdout_idx) else train
-        self.threshold_ = threshold_at_tpr(self.score(calibration), cfg.calibration.tpr)
         return self
 
     def _split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seeded ``(train, calibration)`` indices: ``calibration.holdout`` of the samples held out."""
         holdout = self.config.calibration.holdout
         n_holdout = math.ceil(holdout * n) if holdout > 0 else 0
         if n - n_holdout < 1 or (holdout > 0 and n < 2):
@@ -227,10 +205,23 @@ class Detector:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
+    def _build_network(self, outputs_are_classes: bool) -> Backbone:
+        """The network with its seeded initial weights (and pretrained weights, when named)."""
+        self.model_kwargs_ = self._model_kwargs(self.sample_shape_, self.num_classes_ if outputs_are_classes else 0)
+        torch.manual_seed(self.config.seed)  # the network's initial weights
+        net = create_model(self.config.model.name, **self.model_kwargs_)
+        if not isinstance(net, Backbone):
+            raise DataError(f"model {self.config.model.name!r} is not an encircle Backbone")
+        if self.config.model.pretrained:
+            load_pretrained(self.config.model.pretrained, net, include_head=False)
+        return net
+
     def _model_kwargs(self, sample_shape: tuple[int, ...], num_outputs: int) -> dict[str, Any]:
         """Network arguments: ``out_features`` is the class count for logit-space methods."""
-        kwargs: dict[str, Any] = {"out_features": num_outputs or self.config.model.out_features}
         accepted = model_parameters(self.config.model.name)
+        kwargs: dict[str, Any] = {}
+        if "out_features" in accepted:
+            kwargs["out_features"] = num_outputs or self.config.model.out_features
         if "in_features" in accepted:
             kwargs["in_features"] = math.prod(sample_shape)
         if "dropout" in accepted:
@@ -240,6 +231,49 @@ class Detector:
             if value and name in accepted:
                 kwargs[name] = value
         return kwargs
+
+    def _fit_preprocess(self, net: Backbone, train: torch.Tensor) -> Preprocess:
+        """``data.preprocess`` fitted on the training samples; images resized to a
+        fixed-input network's shape; a pretrained network's normalisation constants."""
+        cfg = self.config
+        constants: dict[str, torch.Tensor] = {}
+        if cfg.model.pretrained and cfg.data.preprocess == "normalize":
+            constants = pretrained_normalization(cfg.model.pretrained)
+        resize = train.ndim == 4 and net.input_shape is not None and self.sample_shape_ != net.input_shape
+        return Preprocess(cfg.data.preprocess, params=constants, shape=net.input_shape if resize else None).fit(train)
+
+    def _train(
+        self,
+        train: torch.Tensor,
+        train_labels: torch.Tensor,
+        outliers: torch.Tensor | None,
+        eval_hook: Callable[[Method], dict[str, float]] | None,
+        out_dir: str | Path | None,
+        resume: bool,
+        progress: bool | None,
+    ) -> FitResult:
+        """Every phase of the method in the engine, with the run's files in ``out_dir``."""
+        out = Path(out_dir) if out_dir is not None else None
+        return fit(
+            self.method_,
+            train,
+            train_labels,
+            self.config.train,
+            preprocess=self.preprocess_,
+            seed=self.config.seed,
+            eval_hook=eval_hook,
+            checkpoint_path=out / TRAIN_FILES[0] if out else None,
+            history_path=out / TRAIN_FILES[1] if out else None,
+            resume=resume,
+            metadata={"config": self.config.to_dict()},
+            progress=progress,
+            outliers=outliers,
+        )
+
+    def _finalize(self, train: torch.Tensor, train_labels: torch.Tensor) -> None:
+        """The method's statistics from the training data once training is over (CAC's anchors, ...)."""
+        pipeline = self.input_pipeline()
+        self.method_.finalize(pipeline.batches(train, train_labels, inference_batch_size(pipeline.device)))
 
     # -- inference --------------------------------------------------------------------
     def input_pipeline(self) -> InputPipeline:
@@ -327,7 +361,9 @@ class Detector:
             net = create_model(config.model.name, **state["model_kwargs"])
             if not isinstance(net, Backbone):
                 raise CheckpointError(f"model {config.model.name!r} is not an encircle Backbone")
-            detector.method_ = create_method(state["method"], net, **state["method_kwargs"])
+            kwargs = dict(state["method_kwargs"])
+            num_classes = int(kwargs.pop("num_classes", state.get("num_classes", 1)))  # older files kept it here
+            detector.method_ = create_method(state["method"], net, num_classes, **kwargs)
             detector.method_.load_state_dict(state["state"])
             detector.method_.eval()
             detector.preprocess_ = Preprocess.from_state(state["preprocess"])

@@ -38,20 +38,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from encircle import distributed
 from encircle.augment import training_augmentation
-from encircle.config import TrainConfig
 from encircle.data import memmap
 from encircle.errors import ConfigError, DataError, TrainingError
-from encircle.methods.base import Batches, Method
+from encircle.methods.base import Batches, Method, Phase
 from encircle.preprocess import Preprocess
+from encircle.train_config import TrainConfig
 from encircle.training_run import TrainingRun
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ log = logging.getLogger(__name__)
 EvalHook = Callable[[Method], dict[str, float]]
 #: In-memory training data moves to the GPU when it takes at most this share of its free memory.
 DEVICE_DATA_SHARE = 0.5
+#: A loss this many times its phase's first value has diverged (a learning rate far too high).
+DIVERGENCE_FACTOR = 1e6
+#: ... where a first loss below this counts as this (a loss starting near 0 may grow a little).
+DIVERGENCE_FLOOR = 1e-3
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,11 +206,23 @@ def score_samples(
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: per-epoch history and the training wall time."""
+    """What :func:`fit` returns: the history of every phase and the training wall time.
+
+    Each history record names its ``phase``; a resumed run says where it resumed
+    (``resumed_phase``, and the epochs or steps of that phase already done).
+    """
 
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    resumed_from_epoch: int = 0
+    resumed_phase: str = ""
+    resumed_from: int = 0
+
+    def phase_record(self, phase: str) -> dict[str, Any]:
+        """The last history record of ``phase``."""
+        records = [r for r in self.history if r.get("phase") == phase]
+        if not records:
+            raise TrainingError(f"no history record of phase {phase!r}: the run did not reach it")
+        return records[-1]
 
 
 def fit(
@@ -324,8 +342,17 @@ def _check_size(n: int) -> None:
 class _Source(Protocol):
     """Where training batches come from (this rank's share of them)."""
 
+    def train_size(self) -> int:
+        """Training samples (without outliers)."""
+
     def epoch_size(self) -> int:
         """Samples one epoch trains on, over all ranks, before padding."""
+
+    def draw(self, size: int, pipeline: InputPipeline) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` training samples drawn without replacement (a step-based phase's batch)."""
+
+    def reseed(self, seed: int) -> None:
+        """Restart the data order from ``seed`` (a phase that starts afresh)."""
 
     def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
         """This rank's shuffled training batches of ``epoch``."""
@@ -348,8 +375,19 @@ class _InMemory:
     ) -> None:
         self.pool, self.labels, self.n, self.n_outliers, self.shuffle = pool, labels, n, n_outliers, shuffle
 
+    def train_size(self) -> int:
+        return self.n
+
     def epoch_size(self) -> int:
         return self.n + self.n_outliers
+
+    def draw(self, size: int, pipeline: InputPipeline) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same draw on every rank under DDP (each rank then steps on the same batch)."""
+        chosen = torch.randperm(self.n, generator=self.shuffle)[:size].to(self.pool.device)
+        return pipeline(self.pool[chosen]), self.labels[chosen].to(pipeline.device)
+
+    def reseed(self, seed: int) -> None:
+        self.shuffle.manual_seed(seed)
 
     def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
         order = distributed.shard(_epoch_order(self.n, len(self.pool) - self.n, self.n_outliers, self.shuffle))
@@ -375,8 +413,17 @@ class _Streamed:
         self.dataset, self.seed, self.chunk_size = dataset, seed, chunk_size
         self.shuffle_chunks, self.prefetch = shuffle_chunks, prefetch
 
+    def train_size(self) -> int:
+        return len(self.dataset)
+
     def epoch_size(self) -> int:
         return len(self.dataset)
+
+    def draw(self, size: int, pipeline: InputPipeline) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ConfigError("step-based phases (OGNet's phase two) need in-memory training data, not a memory map")
+
+    def reseed(self, seed: int) -> None:
+        """Nothing to do: each epoch's order depends only on the seed and the epoch."""
 
     def epoch(self, epoch: int, pipeline: InputPipeline, batch_size: int) -> Batches:
         rank, world = distributed.rank(), distributed.world_size()
@@ -415,13 +462,114 @@ def start_training(
     method: Method, config: TrainConfig, device: torch.device, preprocess: Preprocess, seed: int
 ) -> InputPipeline:
     """Seed the global torch RNG, move ``method`` to ``device`` (channels_last when asked)
-    and return the input pipeline: how every training loop begins."""
+    and return the input pipeline."""
     torch.manual_seed(seed)
     pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
-    method.to(device)
-    if config.channels_last:
-        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    _to_device(method, device, config.channels_last)
     return pipeline
+
+
+def _to_device(module: Method, device: torch.device, channels_last: bool) -> None:
+    module.to(device)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+class _PhaseRun:
+    """One phase in progress: what trains, its optimisers, schedules, GradScaler, the
+    epochs or steps done and the sums of its step metrics; the engine's :class:`Step`."""
+
+    def __init__(self, index: int, phase: Phase, method: Method, pipeline: InputPipeline) -> None:
+        self.index, self.phase, self.pipeline = index, phase, pipeline
+        self.module = phase.module or method
+        self.optimizers = method.configure_optimizers(phase)
+        self.schedulers = {name: make_scheduler(opt, phase.train) for name, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(pipeline.device.type, enabled=pipeline.amp == "fp16")
+        self.done = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.first_loss: dict[str, float] = {}
+        self.epoch = 0
+        self.batch = 0
+        self.method_name = method.name
+
+    @property
+    def total(self) -> int:
+        """Epochs or steps this phase runs."""
+        return self.phase.steps or self.phase.train.epochs
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        return self.pipeline.autocast()
+
+    def optimize(self, loss: torch.Tensor, optimizer: str = "main", inputs: list[nn.Parameter] | None = None) -> None:
+        """The NaN / divergence guard, then zero_grad, (scaled) backward, gradient
+        averaging under DDP and the optimiser step."""
+        self._check(loss, optimizer)
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward(inputs=inputs)
+        distributed.average_gradients(p for group in opt.param_groups for p in group["params"])
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def _check(self, loss: torch.Tensor, optimizer: str) -> None:
+        """Stop on a non-finite loss, or one ``DIVERGENCE_FACTOR`` times its phase's first."""
+        value = float(loss.detach())
+        first = self.first_loss.setdefault(optimizer, abs(value))
+        where = f"epoch {self.epoch + 1}, batch {self.batch + 1}" if not self.phase.steps else f"step {self.done + 1}"
+        lr = self.optimizers[optimizer].param_groups[0]["lr"]
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the {self.method_name} loss is {value} in phase {self.phase.name!r}, {where} (learning rate {lr:g}); "
+                "try a lower train.lr, train.amp='off', or check the input data"
+            )
+        if abs(value) > DIVERGENCE_FACTOR * max(first, DIVERGENCE_FLOOR):
+            raise TrainingError(
+                f"the {self.method_name} loss diverged in phase {self.phase.name!r}, {where}: {value:.3g}, more than "
+                f"{DIVERGENCE_FACTOR:.0e} times its first value {first:.3g}; the learning rate {lr:g} is too high "
+                "(lower train.lr)"
+            )
+
+    def add(self, metrics: dict[str, torch.Tensor], size: int) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0) + value.double() * size
+        self.seen += size
+
+    def averages(self) -> tuple[dict[str, float], float]:
+        """Mean of each step metric over the samples since the last reset, and their
+        number, over all ranks."""
+        keys = sorted(self.sums)
+        device = self.pipeline.device
+        values = [self.sums[k] for k in keys] + [torch.tensor(float(self.seen), dtype=torch.float64, device=device)]
+        totals = distributed.all_reduce_sum(torch.stack(values)).tolist()
+        return {key: total / totals[-1] for key, total in zip(keys, totals[:-1], strict=True)}, totals[-1]
+
+    def reset(self) -> None:
+        self.sums, self.seen = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.index,
+            "done": self.done,
+            "module": self.module.state_dict() if self.phase.module is not None else {},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "sums": {key: float(value) for key, value in self.sums.items()},
+            "seen": self.seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = int(state["done"])
+        if self.phase.module is not None:
+            self.module.load_state_dict(state["module"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        device = self.pipeline.device
+        self.sums = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in state["sums"].items()}
+        self.seen = int(state["seen"])
 
 
 def _train(
@@ -434,90 +582,137 @@ def _train(
     eval_hook: EvalHook | None,
     run: TrainingRun,
 ) -> FitResult:
+    """Every phase of ``method`` in order, resumable at any checkpoint."""
+    # the phases first: a phase's own module (an autoencoder's decoder) draws its initial
+    # weights from the stream that drew the network's
+    phases = method.phases(config, source.train_size())
     pipeline = start_training(method, config, device, preprocess, seed)
-    optimizer = _make_optimizer(method, config)
-    scheduler = make_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=pipeline.amp == "fp16")
-    augment = training_augmentation(config)
+    for phase in phases:
+        if phase.module is not None:
+            _to_device(phase.module, device, config.channels_last)
     result = FitResult()
+    current: _PhaseRun | None = None
 
     def restore(state: dict[str, Any]) -> None:
+        nonlocal current
         method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        index = int(state["phase"])
+        current = _PhaseRun(index, phases[index], method, pipeline)
+        current.load_state_dict(state)
         source.load_state(state["rng"])
-        result.resumed_from_epoch = int(state["epoch"])
 
-    if run.restore(restore):
-        log.info("resumed from %s at epoch %d", run.checkpoint_path, result.resumed_from_epoch)
-    else:
-        method.setup(source.local(pipeline, inference_batch_size(device)))
-
-    batch_size = _local_batch_size(config.batch_size)
-    steps = math.ceil(math.ceil(source.epoch_size() / distributed.world_size()) / batch_size)
-    bar = run.progress_bar(config.epochs * steps, result.resumed_from_epoch * steps, "batch")
+    if run.restore(restore) and current is not None:
+        result.resumed_phase, result.resumed_from = current.phase.name, current.done
+        log.info("resumed from %s in phase %s after %d", run.checkpoint_path, current.phase.name, current.done)
+    sizes = [
+        _steps_per_epoch(source, phase) * phase.train.epochs if not phase.steps else phase.steps for phase in phases
+    ]
+    done_before = sum(sizes[: current.index]) if current else 0
+    in_phase = (
+        current.done * (_steps_per_epoch(source, current.phase) if not current.phase.steps else 1) if current else 0
+    )
+    bar = run.progress_bar(sum(sizes), done_before + in_phase, "step")
     started = time.perf_counter()
-    for epoch in range(result.resumed_from_epoch, config.epochs):
-        method.train()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        seen = 0
-        epoch_start = time.perf_counter()
-        for batch, (x, y) in enumerate(source.epoch(epoch, pipeline, batch_size)):
-            if augment is not None:
-                x = augment(x)
-            with pipeline.autocast():
-                loss = method.loss(x, y)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the {method.name} loss is {loss.item()} at epoch {epoch + 1}, batch "
-                    f"{batch + 1}; try a lower train.lr, train.amp='off', or check the input data"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            distributed.average_gradients(method.parameters())
-            scaler.step(optimizer)
-            scaler.update()
-            method.after_step(epoch)
-            loss_sum += loss.detach() * len(y)
-            seen += len(y)
-            bar.update()
-        distributed.average_batchnorm_stats(method)
-        method.after_epoch(epoch, lambda: source.local(pipeline, inference_batch_size(device)))
-        scheduler.step()
-        totals = distributed.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)])).tolist()
-        seconds = time.perf_counter() - epoch_start
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss": totals[0] / totals[1],
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-            "images_per_s": totals[1] / seconds,
-        }
-        last = epoch + 1 == config.epochs
-        if eval_hook is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
-            record.update(eval_hook(method))
-            method.train()
-        run.record(record)
-        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
-        if run.writes:
-            log.info("epoch %d/%d %s", epoch + 1, config.epochs, _fmt(record))
-        if run.checkpoint_due(epoch + 1, last):
-            run.save(
-                {
-                    "epoch": epoch + 1,
-                    "model": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                },
-                source.state(),
-            )
+    for index in range(current.index if current else 0, len(phases)):
+        if current is None or current.index != index:
+            if phases[index].reseed:
+                torch.manual_seed(seed)
+                source.reseed(seed)
+            current = _PhaseRun(index, phases[index], method, pipeline)
+            current.module.setup(source.local(pipeline, inference_batch_size(device)))
+        _run_phase(method, current, source, pipeline, eval_hook, run, bar)
     bar.close()
     method.eval()
     result.history = run.history
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _steps_per_epoch(source: _Source, phase: Phase) -> int:
+    return math.ceil(
+        math.ceil(source.epoch_size() / distributed.world_size()) / _local_batch_size(phase.train.batch_size)
+    )
+
+
+def _run_phase(
+    method: Method,
+    current: _PhaseRun,
+    source: _Source,
+    pipeline: InputPipeline,
+    eval_hook: EvalHook | None,
+    run: TrainingRun,
+    bar: Any,
+) -> None:
+    """The epochs (or steps) of one phase still to do: steps, hooks, history, checkpoints."""
+    phase, module = current.phase, current.module
+    augment = training_augmentation(phase.train)
+    batch_size = _local_batch_size(phase.train.batch_size)
+    batches_of = lambda: source.local(pipeline, inference_batch_size(pipeline.device))  # noqa: E731
+    started = time.perf_counter()
+    steps_at_start = current.done
+    while current.done < current.total:
+        if phase.steps:  # one step on a random draw
+            module.train()
+            x, y = source.draw(phase.train.batch_size, pipeline)
+            current.add(module.training_step(x, y, current), len(y))
+            module.after_step(0)
+            current.done += 1
+            bar.update()
+            last = current.done == current.total
+            if last:
+                seconds = time.perf_counter() - started
+                averages, _ = current.averages()
+                images = len(y) * (current.done - steps_at_start)
+                record = {"phase": phase.name, "steps": current.done, **averages, "seconds": seconds}
+                _finish(record | {"images_per_s": images / seconds}, method, current, eval_hook, run, phase.evaluate)
+            if run.checkpoint_due(current.done, last):
+                run.save({"model": method.state_dict(), **current.state_dict()}, source.state())
+            continue
+        current.epoch = current.done
+        module.train()
+        epoch_start = time.perf_counter()
+        for batch, (x, y) in enumerate(source.epoch(current.epoch, pipeline, batch_size)):
+            current.batch = batch
+            if augment is not None:
+                x = augment(x)
+            current.add(module.training_step(x, y, current), len(y))
+            module.after_step(current.epoch)
+            bar.update()
+        distributed.average_batchnorm_stats(module)
+        module.after_epoch(current.epoch, batches_of)
+        for scheduler in current.schedulers.values():
+            scheduler.step()
+        seconds = time.perf_counter() - epoch_start
+        averages, seen = current.averages()
+        lr = next(iter(current.optimizers.values())).param_groups[0]["lr"]
+        record = {"phase": phase.name, "epoch": current.epoch + 1, **averages, "lr": lr, "seconds": seconds}
+        current.reset()
+        current.done += 1
+        last = current.done == current.total
+        every = phase.train.eval_every
+        evaluate = phase.evaluate and (last or bool(every and current.done % every == 0))
+        _finish(record | {"images_per_s": seen / seconds}, method, current, eval_hook, run, evaluate)
+        bar.set_postfix(loss=f"{averages.get('loss', 0.0):.4g}", img_s=f"{seen / seconds:.0f}")
+        if run.checkpoint_due(current.done, last):
+            run.save({"model": method.state_dict(), **current.state_dict()}, source.state())
+
+
+def _finish(
+    record: dict[str, Any],
+    method: Method,
+    current: _PhaseRun,
+    eval_hook: EvalHook | None,
+    run: TrainingRun,
+    evaluate: bool,
+) -> None:
+    """Add the evaluation hook's metrics (``method`` in eval mode) and append the record."""
+    if evaluate and eval_hook is not None:
+        method.eval()
+        record.update(eval_hook(method))
+        current.module.train()
+    run.record(record)
+    if run.writes:
+        log.info("%s %s", current.phase.name, _fmt(record))
 
 
 def _local_batch_size(batch_size: int) -> int:
@@ -545,13 +740,6 @@ def _epoch_order(n: int, pool_outliers: int, draw: int, shuffle: torch.Generator
     return index[torch.randperm(len(index), generator=shuffle)]
 
 
-def _make_optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in method.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """``"multistep"``: lr x ``lr_gamma`` at each of ``lr_milestones``; ``"cosine"``:
     ``lr_t = lr/2 * (1 + cos(pi t / epochs))``, stepped once per epoch."""
@@ -561,5 +749,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
 
 
 def _fmt(record: dict[str, Any]) -> str:
-    shown = {k: v for k, v in record.items() if k in ("loss", "images_per_s") or k.endswith("auroc")}
+    shown = {
+        k: v for k, v in record.items() if k in ("epoch", "steps", "images_per_s") or "loss" in k or k.endswith("auroc")
+    }
     return " ".join(f"{k}={v:.4g}" for k, v in shown.items())

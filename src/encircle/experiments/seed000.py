@@ -123,7 +123,7 @@ PROTOCOL = register_protocol(
             seed=1234,
             data=DataConfig(name="mnist", ood="fashion-mnist", preprocess="unit"),
             model=ModelConfig(name="seed000", out_features=2),
-            method=MethodConfig(name="deep-svdd", eps=0.1),
+            method=MethodConfig.of("deep-svdd", eps=0.1),
             train=TrainConfig(epochs=20, batch_size=128, lr=1e-3, optimizer="adam"),
         ),
         run=run,

@@ -73,7 +73,7 @@ PROTOCOL = register_protocol(
             seed=123,
             data=DataConfig(name="cifar10", ood="textures", outliers="tinyimages300k", preprocess="normalize"),
             model=ModelConfig(name="wrn", out_features=7, dropout=0.3, pretrained="imagenet32-nocifar"),
-            method=MethodConfig(name="mchad", weight_ce=1.0, weight_center=2.0, weight_oe=0.01, margin=math.sqrt(7)),
+            method=MethodConfig.of("mchad", weight_ce=1.0, weight_center=2.0, weight_oe=0.01, margin=math.sqrt(7)),
             train=TrainConfig(epochs=10, batch_size=256, optimizer="adam", lr=1e-3, scheduler="cosine", eval_every=0),
             calibration=CalibrationConfig(tpr=0.95, holdout=0.1),
         ),

@@ -25,10 +25,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """Run the one-class protocol twice: from scratch, and with pretraining (half the epochs each)."""
     half = max(1, config.train.epochs // 2)
     variants = {
-        "no pretraining": dataclasses.replace(config, method=dataclasses.replace(config.method, pretrain=False)),
+        "no pretraining": dataclasses.replace(config, method=config.method.updated(pretrain=False)),
         "pretraining": dataclasses.replace(
             config,
-            method=dataclasses.replace(config.method, pretrain=True, pretrain_epochs=half),
+            method=config.method.updated(pretrain=True, pretrain_epochs=half),
             train=dataclasses.replace(config.train, epochs=half),
         ),
     }
@@ -41,8 +41,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         rows.append(
             {
                 "variant": name,
-                "epochs": f"{variant.method.pretrain_epochs} AE + {variant.train.epochs}"
-                if variant.method.pretrain
+                "epochs": f"{variant.method['pretrain_epochs']} AE + {variant.train.epochs}"
+                if variant.method["pretrain"]
                 else f"{variant.train.epochs}",
                 "AUROC %": round(100 * value, 2),
                 "review %": REVIEW_AUROC[name],
@@ -66,7 +66,7 @@ PROTOCOL = register_protocol(
             seed=0,
             data=DataConfig(name="mnist", preprocess="gcn-minmax", normal_classes=(0,)),
             model=ModelConfig(name="lenet-mnist", out_features=32),
-            method=MethodConfig(name="deep-svdd", pretrain_lr=1e-3, pretrain_weight_decay=5e-3),
+            method=MethodConfig.of("deep-svdd", pretrain_lr=1e-3, pretrain_weight_decay=5e-3),
             train=TrainConfig(
                 epochs=150, batch_size=1024, lr=1e-3, weight_decay=5e-7, lr_milestones=(50,), eval_every=0
             ),

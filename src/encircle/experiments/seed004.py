@@ -174,7 +174,7 @@ PROTOCOL = register_protocol(
             seed=0,
             data=DataConfig(name="mnist", ood="fashion-mnist", preprocess="unit", max_ood=500),
             model=ModelConfig(name="seed004"),
-            method=MethodConfig(name="cac", alpha=10.0, lambda_anchor=0.1),
+            method=MethodConfig.of("cac", alpha=10.0, lambda_anchor=0.1),
             train=TrainConfig(epochs=30, batch_size=128, optimizer="adam", lr=1e-3, eval_every=0),
             calibration=CalibrationConfig(tpr=0.95, holdout=0.1),
         ),

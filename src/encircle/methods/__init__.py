@@ -4,8 +4,9 @@ from encircle.methods import autoencoder, cac, mchad, ognet, softmax, svdd
 from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
 from encircle.methods.cac import ClassAnchorClustering
+from encircle.methods.hyperparameters import Hyperparameter, hyperparameters
 from encircle.methods.mchad import MCHAD
-from encircle.methods.registry import create_method, list_methods, method_parameters, register_method
+from encircle.methods.registry import create_method, list_methods, method_class, register_method
 from encircle.methods.softmax import SoftmaxClassifier
 from encircle.methods.svdd import DeepSVDD
 
@@ -14,14 +15,16 @@ __all__ = [
     "Autoencoder",
     "ClassAnchorClustering",
     "DeepSVDD",
+    "Hyperparameter",
     "Method",
     "SoftmaxClassifier",
     "autoencoder",
     "cac",
     "create_method",
+    "hyperparameters",
     "list_methods",
     "mchad",
-    "method_parameters",
+    "method_class",
     "ognet",
     "register_method",
     "softmax",

@@ -8,14 +8,18 @@ training it updates the weights Deep SVDD then starts from.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from encircle.errors import ConfigError
-from encircle.methods.base import Method
+from encircle.methods.base import Method, Phase
 from encircle.methods.registry import register_method
 from encircle.models import create_model
 from encircle.models.base import Backbone
+from encircle.train_config import TrainConfig, require
 
 
 def reconstruction_error(x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -29,12 +33,13 @@ class Autoencoder(Method):
 
     Args:
         net: the encoder (a Backbone with a registered ``decoder``).
+        num_classes: 1 (one-class).
     """
 
     name = "autoencoder"
 
-    def __init__(self, net: Backbone) -> None:
-        super().__init__(net)
+    def __init__(self, net: Backbone, num_classes: int = 1) -> None:
+        super().__init__(net, num_classes)
         if net.decoder is None:
             raise ConfigError(
                 f"{type(net).__name__} has no decoder for autoencoder pretraining; "
@@ -51,3 +56,35 @@ class Autoencoder(Method):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return reconstruction_error(x, self.reconstruct(x).float())
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """Autoencoder pretraining as a phase before a method's own (Deep SVDD, Deep SAD).
+
+    The phase trains an :class:`Autoencoder` around the method's network with its own
+    epochs, Adam learning rate, weight decay and milestones (the rest of ``train.*``
+    as the run's); its decoder is dropped afterwards, and the method's own phase starts
+    from the trained encoder.
+    """
+
+    enabled: bool = False
+    epochs: int = 150
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = (50,)
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "method.pretrain_epochs", ">= 1", self.epochs)
+        require(self.lr > 0, "method.pretrain_lr", "> 0", self.lr)
+        require(self.weight_decay >= 0, "method.pretrain_weight_decay", ">= 0", self.weight_decay)
+
+    def phases(self, net: Backbone, train: TrainConfig) -> list[Phase]:
+        """``[]``, or the one ``"pretrain"`` phase (its autoencoder's decoder is drawn now,
+        from the global torch RNG)."""
+        if not self.enabled:
+            return []
+        settings = dataclasses.replace(
+            train, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, lr_milestones=self.lr_milestones
+        )
+        return [Phase("pretrain", settings, module=Autoencoder(net), evaluate=False)]

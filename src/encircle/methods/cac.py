@@ -37,6 +37,7 @@ class ClassAnchorClustering(Method):
 
     Args:
         net: the network; its ``K = out_features >= 2`` outputs are the logit space.
+        num_classes: ignored: ``K`` is the network's output size.
         alpha: anchor magnitude (anchors are ``alpha * e_k``), ``> 0``; the paper uses 10.
         lambda_anchor: weight of the anchor term, ``>= 0``; the paper uses 0.1.
         reestimate_anchors: after training, score against the means of the correctly
@@ -44,14 +45,20 @@ class ClassAnchorClustering(Method):
     """
 
     name = "cac"
-    needs_labels = True
+    uses_labels = True
     classifies = True
     outputs_are_classes = True
 
     def __init__(
-        self, net: Backbone, alpha: float = 10.0, lambda_anchor: float = 0.1, reestimate_anchors: bool = True
+        self,
+        net: Backbone,
+        num_classes: int = 0,
+        *,
+        alpha: float = 10.0,
+        lambda_anchor: float = 0.1,
+        reestimate_anchors: bool = True,
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, net.out_features)
         if not alpha > 0:
             raise ConfigError(f"method.alpha must be > 0, got {alpha}")
         if not lambda_anchor >= 0:
@@ -59,7 +66,6 @@ class ClassAnchorClustering(Method):
         if net.out_features < 2:
             raise ConfigError(f"CAC needs at least 2 known classes (network outputs), got {net.out_features}")
         self.alpha, self.lambda_anchor, self.reestimate_anchors = alpha, lambda_anchor, reestimate_anchors
-        self.num_classes = net.out_features
         self.anchors: torch.Tensor
         self.test_anchors: torch.Tensor
         self.register_buffer("anchors", alpha * torch.eye(self.num_classes))

@@ -42,19 +42,21 @@ class MCHAD(Method):
     """
 
     name = "mchad"
-    needs_labels = True
+    uses_labels = True
+    uses_outliers = True
     classifies = True
 
     def __init__(
         self,
         net: Backbone,
         num_classes: int = 2,
+        *,
         weight_ce: float = 1.0,
         weight_center: float = 1.0,
         weight_oe: float = 1.0,
         margin: float = 4.0,
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, num_classes)
         if num_classes < 2:
             raise ConfigError(f"MCHAD needs at least 2 known classes, got {num_classes}")
         for key, value in (
@@ -65,7 +67,6 @@ class MCHAD(Method):
         ):
             if not value >= 0:
                 raise ConfigError(f"method.{key} must be >= 0, got {value}")
-        self.num_classes = num_classes
         self.weights = {"weight_ce": weight_ce, "weight_center": weight_center, "weight_oe": weight_oe}
         self.margin = margin
         self.centers = nn.Parameter(torch.randn(num_classes, net.out_features))

@@ -23,6 +23,7 @@ The rule only changes the score, so one trained network serves every rule.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -88,17 +89,25 @@ class SoftmaxClassifier(Method):
 
     Args:
         net: the network; its ``K = out_features >= 2`` outputs are the logits.
+        num_classes: ignored: ``K`` is the network's output size.
         score_rule: ``"msp"``, ``"max-logit"``, ``"energy"`` or ``"mahalanobis"``.
         shrinkage: Mahalanobis covariance shrinkage in ``[0, 1]``.
     """
 
     name = "softmax"
-    needs_labels = True
+    uses_labels = True
     classifies = True
     outputs_are_classes = True
 
-    def __init__(self, net: Backbone, score_rule: str = "msp", shrinkage: float = 0.0) -> None:
-        super().__init__(net)
+    def __init__(
+        self,
+        net: Backbone,
+        num_classes: int = 0,
+        *,
+        score_rule: Literal["msp", "max-logit", "energy", "mahalanobis"] = "msp",
+        shrinkage: float = 0.0,
+    ) -> None:
+        super().__init__(net, net.out_features)
         self.set_score_rule(score_rule)
         if not 0 <= shrinkage <= 1:
             raise ConfigError(f"method.shrinkage must be in [0, 1], got {shrinkage}")
@@ -107,7 +116,6 @@ class SoftmaxClassifier(Method):
                 f"a softmax classifier needs at least 2 classes (network outputs), got {net.out_features}"
             )
         self.shrinkage = shrinkage
-        self.num_classes = net.out_features
         self.class_means: torch.Tensor
         self.precision: torch.Tensor
         self.register_buffer("class_means", torch.zeros(0, dtype=torch.float64))

@@ -29,6 +29,7 @@ detector (the checkpoint of the previous epoch stays).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import torch
 
@@ -41,9 +42,11 @@ from encircle.functional import (
     svdd_center,
     svdd_radius,
 )
-from encircle.methods.base import Batches, Method
+from encircle.methods.autoencoder import Pretraining
+from encircle.methods.base import Batches, Method, Phase
 from encircle.methods.registry import register_method
 from encircle.models.base import Backbone
+from encircle.train_config import TrainConfig
 
 OBJECTIVES = ("one-class", "soft-boundary")
 #: Collapse: every output coordinate's spread over an epoch is at most this share of its magnitude.
@@ -63,12 +66,17 @@ class DeepSVDD(Method):
 
     Args:
         net: a bias-free network.
-        objective: ``"one-class"`` or ``"soft-boundary"``.
+        num_classes: 1 (one-class).
+        objective: ``"one-class"`` (Eq. 4) or ``"soft-boundary"`` (Eq. 3).
         nu: soft-boundary trade-off in ``(0, 1]``: the share of points allowed outside.
         eps: smallest absolute value of a center coordinate.
-        warm_up_epochs: soft-boundary epochs before ``R`` is first updated (the
-            authors' default is 10).
+        warm_up_epochs: soft-boundary epochs before ``R`` is first updated (authors: 10).
         radius_update: ``"batch"`` (authors' code) or ``"epoch"`` (full data).
+        pretrain: first train an autoencoder whose encoder is the network (Sec. 4.1).
+        pretrain_epochs: autoencoder epochs (authors' MNIST setting: 150).
+        pretrain_lr: autoencoder Adam learning rate (authors: 1e-4).
+        pretrain_weight_decay: autoencoder weight decay (authors: 5e-4).
+        pretrain_lr_milestones: autoencoder epochs at which its lr is multiplied by ``train.lr_gamma``.
     """
 
     name = "deep-svdd"
@@ -76,13 +84,20 @@ class DeepSVDD(Method):
     def __init__(
         self,
         net: Backbone,
-        objective: str = "one-class",
+        num_classes: int = 1,
+        *,
+        objective: Literal["one-class", "soft-boundary"] = "one-class",
         nu: float = 0.1,
         eps: float = 0.1,
         warm_up_epochs: int = 10,
-        radius_update: str = "batch",
+        radius_update: Literal["batch", "epoch"] = "batch",
+        pretrain: bool = False,
+        pretrain_epochs: int = 150,
+        pretrain_lr: float = 1e-4,
+        pretrain_weight_decay: float = 5e-4,
+        pretrain_lr_milestones: tuple[int, ...] = (50,),
     ) -> None:
-        super().__init__(net)
+        super().__init__(net, num_classes)
         if objective not in OBJECTIVES:
             raise ConfigError(f"method.objective must be one of {OBJECTIVES}, got {objective!r}")
         if not 0 < nu <= 1:
@@ -95,6 +110,9 @@ class DeepSVDD(Method):
             raise ConfigError(f"method.radius_update must be one of {RADIUS_UPDATES}, got {radius_update!r}")
         self.objective, self.nu, self.eps = objective, nu, eps
         self.warm_up_epochs, self.radius_update = warm_up_epochs, radius_update
+        self.pretraining = Pretraining(
+            pretrain, pretrain_epochs, pretrain_lr, pretrain_weight_decay, pretrain_lr_milestones
+        )
         self.center: torch.Tensor
         self.radius: torch.Tensor
         self.center_ready: torch.Tensor
@@ -103,6 +121,10 @@ class DeepSVDD(Method):
         self.register_buffer("center_ready", torch.tensor(False))
         self._batch_dist: torch.Tensor | None = None
         self._spread: tuple[int, torch.Tensor, torch.Tensor] | None = None  # epoch's (n, mean, M2) of outputs
+
+    def phases(self, train: TrainConfig, num_samples: int) -> list[Phase]:
+        """Autoencoder pretraining (with ``pretrain``), then Deep SVDD."""
+        return [*self.pretraining.phases(self.net, train), Phase("train", train)]
 
     @torch.no_grad()
     def setup(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
