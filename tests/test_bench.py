@@ -35,7 +35,7 @@ TINY = {
         "data.max_test": 100,
         "train.epochs": 2,
         "method.phase2_iterations": 3,
-        "method.pretrain_epochs": 1,
+        "baseline_epochs": 1,
     },
     "osr": {"data.max_train": 300, "data.max_test": 300, "train.epochs": 1},
     "seed004": {"data.max_train": 300, "data.max_test": 200, "data.max_ood": 50, "train.epochs": 1},

@@ -9,7 +9,7 @@ import torch
 from encircle.checkpoint import load_file
 from encircle.cli import main
 from encircle.detector import Detector
-from encircle.ognet import OGNET_DEFAULTS
+from encircle.methods.ognet import OGNet
 
 
 def run_cli(capsys, *argv):
@@ -128,8 +128,8 @@ def test_fit_and_score_an_image_folder_with_file_names(capsys, tmp_path):
 
 @pytest.mark.parametrize("choose", [["--method", "OGNet"], ["--set", "method.name=ognet"]])
 def test_fit_ognet_trains_the_two_phase_detector_and_score_loads_it(capsys, tmp_path, choose):
-    """OGNet trains with its own two-phase detector and defaults (the generic detector
-    cannot train it); the saved file records method ``ognet`` and ``score`` reads it."""
+    """OGNet trains its two phases in the one engine with its recipe's defaults; the saved
+    file records method ``ognet`` and ``score`` reads it."""
     images = (np.random.default_rng(0).random((40, 1, 28, 28)) * 80).astype(np.uint8)  # resized to 45x45
     np.save(tmp_path / "normal.npy", images)
     model = tmp_path / "ognet.pt"
@@ -141,7 +141,7 @@ def test_fit_ognet_trains_the_two_phase_detector_and_score_loads_it(capsys, tmp_
 
     saved = load_file(model, "detector", "ognet")
     assert any(name.startswith("g_old.") for name in saved["state"]), "OGNet's G_old was trained and saved"
-    assert saved["config"]["train"]["eval_every"] == OGNET_DEFAULTS.train.eval_every == 0  # OGNet's defaults
+    assert saved["config"]["train"]["eval_every"] == OGNet.recipe["train.eval_every"] == 0  # OGNet's recipe
     assert saved["config"]["method"]["phase2_iterations"] == 3 and saved["config"]["train"]["epochs"] == 2
 
     rows = score_csv(capsys, tmp_path / "s.csv", "--model", str(model), "--data", str(tmp_path / "normal.npy"))

@@ -9,7 +9,6 @@ A script picks where it is killed with :func:`pause_at_call`: the chosen call cr
 file and hangs, and :func:`kill_when` sends SIGKILL once that file appears.
 """
 
-import dataclasses
 import io
 import json
 import os
@@ -24,13 +23,14 @@ import pytest
 import torch
 
 from encircle.checkpoint import load_file
-from encircle.config import TrainConfig
+from encircle.config import RunConfig, TrainConfig, with_overrides
+from encircle.detector import Detector
 from encircle.engine import fit
 from encircle.errors import CheckpointError, DataError
 from encircle.experiments import protocol, run_protocol
 from encircle.methods import create_method
+from encircle.methods.ognet import OGNet
 from encircle.models import create_model
-from encircle.ognet import OGNET_DEFAULTS, OGNetDetector
 from encircle.preprocess import Preprocess
 
 EPOCHS = 12
@@ -58,21 +58,21 @@ if mode == "stall":
 torch.save(train_mlp(out, resume=mode == "resume"), out / "final.pt")
 """
 
-# Runs train_ognet(OUT, resume) in a process. argv: OUT resume | OUT pause NAME N | OUT
-# stall N. "resume" continues from OUT/checkpoint.pt; "pause" makes the N-th call of the
-# trainer's NAME (phase_one_step or phase_two_step) create OUT/paused and hang there
+# Runs train_ognet(OUT, resume) in a process. argv: OUT resume | OUT pause N | OUT
+# stall N. "resume" continues from OUT/checkpoint.pt; "pause" makes the N-th call of
+# OGNet.training_step (either phase) create OUT/paused and hang there
 # (killed mid-phase); "stall" makes the N-th torch.save write half of its bytes, create
 # OUT/paused and hang there (killed mid-write).
 OGNET_SCRIPT = """
 import sys
 from pathlib import Path
 import torch
-import encircle.ognet.trainer as trainer
+from encircle.methods.ognet import OGNet
 from tests.test_crash_resume import pause_at_call, train_ognet, write_half
 
 out, mode = Path(sys.argv[1]), sys.argv[2]
 if mode == "pause":
-    pause_at_call(trainer, sys.argv[3], int(sys.argv[4]), out / "paused")
+    pause_at_call(OGNet, "training_step", int(sys.argv[3]), out / "paused")
 elif mode == "stall":
     pause_at_call(torch, "save", int(sys.argv[3]), out / "paused", before=write_half)
 torch.save(train_ognet(out, resume=mode == "resume"), out / "final.pt")
@@ -111,12 +111,19 @@ def train_mlp(out: Path, resume: bool = False) -> dict[str, torch.Tensor]:
     return method.state_dict()
 
 
-OGNET_CONFIG = dataclasses.replace(
-    OGNET_DEFAULTS,
-    seed=0,
-    model=dataclasses.replace(OGNET_DEFAULTS.model, name="ognet-small"),
-    method=dataclasses.replace(OGNET_DEFAULTS.method, phase2_iterations=4),
-    train=dataclasses.replace(OGNET_DEFAULTS.train, epochs=2, batch_size=8, checkpoint_every=1, device="cpu"),
+OGNET_CONFIG = with_overrides(
+    RunConfig(),
+    {
+        "method.name": "ognet",
+        **OGNet.recipe,
+        "seed": 0,
+        "model.name": "ognet-small",
+        "method.phase2_iterations": 4,
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "train.checkpoint_every": 1,
+        "train.device": "cpu",
+    },
 )
 OGNET_BATCHES = 4  # 36 images, 4 held out for calibration: 32 train in batches of 8
 
@@ -127,17 +134,17 @@ def ognet_images(n: int, seed: int) -> torch.Tensor:
 
 
 def train_ognet(out: Path, resume: bool = False) -> dict[str, object]:
-    """OGNetDetector (ognet-small): 2 phase-one epochs of 4 batches and 4 phase-two steps,
+    """OGNet (ognet-small): 2 phase-one epochs of 4 batches and 4 phase-two steps,
     a checkpoint after each; its final weights, scores of fixed images, threshold, loss
     history and where it resumed."""
-    detector = OGNetDetector(OGNET_CONFIG).fit(ognet_images(36, 0), out_dir=out, resume=resume, progress=False)
+    detector = Detector(OGNET_CONFIG).fit(ognet_images(36, 0), out_dir=out, resume=resume, progress=False)
     result = detector.fit_result_
     return {
         "state": detector.method_.state_dict(),
         "scores": detector.score(ognet_images(12, 1)),
         "threshold": detector.threshold_,
         "history": [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in result.history],
-        "resumed": [result.resumed_phase, result.resumed_from_epoch, result.resumed_from_iteration],
+        "resumed": [result.resumed_phase, result.resumed_from],
     }
 
 
@@ -229,11 +236,11 @@ def test_killed_run_resumes_bit_identically(tmp_path, npm_tarball, monkeypatch):
         pytest.skip(f"offline data missing: {exc}")
 
     kill_when(crashed / "checkpoint.pt", start("-m", "encircle", *RUN, "--out", str(crashed)))
-    stopped_at = load_file(crashed / "checkpoint.pt", "checkpoint", "deep-svdd")["epoch"]
+    stopped_at = load_file(crashed / "checkpoint.pt", "checkpoint", "deep-svdd")["done"]
     assert 1 <= stopped_at < EPOCHS and not (crashed / "results.json").exists(), "killed mid-training"
     code, err = finish(start("-m", "encircle", *RUN, "--out", str(crashed), "--resume"))
     assert code == 0, err
-    assert f"resumed from {crashed / 'checkpoint.pt'} at epoch" in (crashed / "run.log").read_text()
+    assert f"resumed from {crashed / 'checkpoint.pt'} in phase train after" in (crashed / "run.log").read_text()
 
     a, b = (load_file(d / "detector.pt", "detector", "deep-svdd") for d in (straight, crashed))
     assert a["state"].keys() == b["state"].keys()
@@ -258,14 +265,14 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     # the third write died half-way: its temp file is left, the second checkpoint is whole
     leftovers = temp_files(crashed)
     assert len(leftovers) == 1 and leftovers[0].startswith(".ckpt.pt."), leftovers
-    assert load_file(crashed / "ckpt.pt", "checkpoint", "deep-svdd")["epoch"] == 2
+    assert load_file(crashed / "ckpt.pt", "checkpoint", "deep-svdd")["done"] == 2
     with pytest.raises(CheckpointError, match=r"is not a readable checkpoint file: it is truncated or corrupt"):
         load_file(crashed / leftovers[0], "checkpoint")
 
     # resuming reads ckpt.pt only, and ends where an uninterrupted run ends, bit for bit
     code, err = finish(start(str(script), str(crashed), "resume"))
     assert code == 0, err
-    assert load_file(crashed / "ckpt.pt", "checkpoint", "deep-svdd")["epoch"] == 6
+    assert load_file(crashed / "ckpt.pt", "checkpoint", "deep-svdd")["done"] == 6
     resumed = torch.load(crashed / "final.pt", weights_only=True)
     for name, tensor in expected.items():
         assert torch.equal(tensor, resumed[name]), f"{name} differs after resuming past a torn write"
@@ -290,25 +297,25 @@ def ognet_straight(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "phase", "epoch", "iteration"),
+    ("kill_at", "phase", "done"),
     [
         # in phase one: at batch 2 of epoch 2, the checkpoint of epoch 1 (G_old frozen) is on disk
-        (["pause", "phase_one_step", str(OGNET_BATCHES + 2)], 1, 1, 0),
+        (["pause", str(OGNET_BATCHES + 2)], "phase-one", 1),
         # in phase two: at step 3, the checkpoint of step 2 is on disk
-        (["pause", "phase_two_step", "3"], 2, 2, 2),
+        (["pause", str(2 * OGNET_BATCHES + 3)], "phase-two", 2),
         # in phase two while writing the checkpoint of step 2 (saves: epochs 1-2, then steps)
-        (["stall", "4"], 2, 2, 1),
+        (["stall", "4"], "phase-two", 1),
     ],
     ids=["phase-one", "phase-two", "phase-two-checkpoint-write"],
 )
-def test_killed_ognet_run_resumes_bit_identically(tmp_path, ognet_straight, kill_at, phase, epoch, iteration):
+def test_killed_ognet_run_resumes_bit_identically(tmp_path, ognet_straight, kill_at, phase, done):
     script = tmp_path / "ognet.py"
     script.write_text(OGNET_SCRIPT)
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     kill_when(crashed / "paused", start(str(script), str(crashed), *kill_at))
     saved = load_file(crashed / "checkpoint.pt", "checkpoint", "ognet")
-    assert (saved["phase"], saved["epoch"], saved["iteration"]) == (phase, epoch, iteration)
+    assert (["phase-one", "phase-two"][saved["phase"]], saved["done"]) == (phase, done)
     assert not (crashed / "final.pt").exists(), "killed mid-training"
     if kill_at[0] == "stall":  # the torn write is a hidden temp file, never the checkpoint
         assert [name.startswith(".checkpoint.pt.") for name in temp_files(crashed)] == [True]
@@ -316,7 +323,7 @@ def test_killed_ognet_run_resumes_bit_identically(tmp_path, ognet_straight, kill
     code, err = finish(start(str(script), str(crashed), "resume"))
     assert code == 0, err
     resumed = torch.load(crashed / "final.pt", weights_only=True)
-    assert resumed["resumed"] == [phase, epoch, iteration]
+    assert resumed["resumed"] == [phase, done]
     expected = ognet_straight
     assert resumed["state"].keys() == expected["state"].keys()
     assert any(k.startswith("g_old.") for k in expected["state"])
@@ -324,4 +331,8 @@ def test_killed_ognet_run_resumes_bit_identically(tmp_path, ognet_straight, kill
         assert torch.equal(tensor, resumed["state"][name]), f"{name} differs after the resume"
     assert torch.equal(resumed["scores"], expected["scores"])
     assert resumed["threshold"] == expected["threshold"]
-    assert resumed["history"] == expected["history"] and [r["phase"] for r in expected["history"]] == [1, 1, 2]
+    assert resumed["history"] == expected["history"] and [r["phase"] for r in expected["history"]] == [
+        "phase-one",
+        "phase-one",
+        "phase-two",
+    ]

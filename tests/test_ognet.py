@@ -1,7 +1,7 @@
 """OGNet: losses by hand, the two training phases, resume, the detector and the protocol."""
 
+import contextlib
 import copy
-import dataclasses
 import json
 import math
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import encircle.ognet.trainer as trainer
 from encircle.config import RunConfig, TrainConfig, with_overrides
 from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
+from encircle.engine import fit
 from encircle.errors import CheckpointError, ConfigError, DataError
 from encircle.experiments import run_protocol
 from encircle.experiments.ognet import ognet_test_split
@@ -29,8 +29,10 @@ from encircle.methods.ognet import (
 from encircle.metrics import auroc
 from encircle.models import create_model
 from encircle.models.ognet import OGNetNetworks
-from encircle.ognet import OGNET_DEFAULTS, OGNetDetector, fit_ognet, phase_one_step, phase_two_step
 from encircle.preprocess import Preprocess
+
+#: OGNet's recipe (``OGNet.recipe``) as a run configuration
+OGNET_DEFAULTS = with_overrides(RunConfig(), {"method.name": "ognet", **OGNet.recipe})
 
 SIZE = 20  # the smallest networks that still run every layer: quick on a shared CPU
 
@@ -65,6 +67,28 @@ def changed(before, module):
 
 def train_config(**kwargs):
     return TrainConfig(**{"epochs": 3, "batch_size": 16, "device": "cpu", **kwargs})
+
+
+class PlainStep:
+    """The engine's side of a training step, without AMP, DDP or guards."""
+
+    def __init__(self, method, phase_name):
+        phases = {p.name: p for p in method.phases(train_config(), 48)}
+        self.phase, self.epoch = phases[phase_name], 0
+        self.optimizers = method.configure_optimizers(self.phase)
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def optimize(self, loss, optimizer="main", inputs=None):
+        self.optimizers[optimizer].zero_grad(set_to_none=True)
+        loss.backward(inputs=inputs)
+        self.optimizers[optimizer].step()
+
+
+def unit(signed):
+    """Back from ``[-1, 1]`` to the ``[0, 1]`` images a training step takes."""
+    return (signed + 1) / 2
 
 
 # -- losses against hand computation ---------------------------------------------------
@@ -133,10 +157,12 @@ def test_phase_one_step_trains_G_and_D_in_the_documented_order():
     method = tiny_method()
     before = copy.deepcopy(method)
     x = signed_batch(8)
-    g_opt = torch.optim.Adam(method.generator.parameters(), 1e-3)
-    d_opt = torch.optim.Adam(method.discriminator.parameters(), 1e-4)
+    step = PlainStep(method, "phase-one")
+    assert set(step.optimizers) == {"generator", "discriminator"}
+    assert step.optimizers["discriminator"].param_groups[0]["lr"] == method.d_lr
     torch.manual_seed(5)
-    phase_one_step(method, x, g_opt, d_opt)
+    metrics = method.training_step(unit(x), torch.zeros(8, dtype=torch.int64), step)
+    assert set(metrics) == {"d_loss", "g_loss"}
 
     assert changed(params(before.generator), method.generator) == set(method.generator.state_dict())
     assert changed(params(before.discriminator), method.discriminator) == set(method.discriminator.state_dict())
@@ -149,19 +175,21 @@ def test_phase_one_step_trains_G_and_D_in_the_documented_order():
     d_params = list(probe.discriminator.parameters())
     expected = torch.autograd.grad(probe.d_loss(x, fake), d_params)
     for p, e in zip(method.discriminator.parameters(), expected, strict=True):
-        torch.testing.assert_close(p.grad, e)
+        torch.testing.assert_close(p.grad, e, atol=1e-6, rtol=1e-5)
     # ... and G's is that of L_G through the *updated* D
     probe.discriminator.load_state_dict(method.discriminator.state_dict())
     expected = torch.autograd.grad(probe.g_loss(x, fake), list(probe.generator.parameters()))
     for p, e in zip(method.generator.parameters(), expected, strict=True):
-        torch.testing.assert_close(p.grad, e)
+        torch.testing.assert_close(p.grad, e, atol=1e-6, rtol=1e-5)
 
 
 def test_phase_two_step_trains_D_only():
     method = tiny_method()
     before = params(method)
-    optimizer = torch.optim.Adam(method.discriminator.parameters(), 5e-5)
-    loss = phase_two_step(method, signed_batch(4, 1), signed_batch(4, 2), signed_batch(4, 3), optimizer)
+    step = PlainStep(method, "phase-two")
+    assert set(step.optimizers) == {"main"} and step.optimizers["main"].param_groups[0]["lr"] == method.phase2_lr
+    x = torch.cat([signed_batch(4, 1), signed_batch(4, 2), signed_batch(4, 3)])
+    loss = method.training_step(unit(x), torch.zeros(12, dtype=torch.int64), step)["loss"]
     assert math.isfinite(float(loss))
     moved = changed(before, method)
     assert moved and all(k.startswith("net.discriminator.") for k in moved), moved
@@ -187,9 +215,10 @@ def noise_samples():
 
 def run_fit(samples, tmp_path, resume=False, **method_kwargs):
     method = tiny_method(**{"phase2_iterations": 6, "phase2_batch_size": 4, **method_kwargs})
-    result = fit_ognet(
+    result = fit(
         method,
         samples,
+        torch.zeros(len(samples), dtype=torch.int64),
         train_config(checkpoint_every=2),
         preprocess=Preprocess("unit"),
         seed=3,
@@ -201,44 +230,45 @@ def run_fit(samples, tmp_path, resume=False, **method_kwargs):
     return method, result
 
 
-def interrupt(monkeypatch, name, after):
-    """Make ``trainer.<name>`` raise KeyboardInterrupt on its call number ``after + 1``."""
-    original, calls = getattr(trainer, name), [0]
+def interrupt(monkeypatch, phase, after):
+    """Make OGNet's training step raise KeyboardInterrupt on its call number ``after + 1`` in ``phase``."""
+    original, calls = OGNet.training_step, [0]
 
-    def wrapped(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] > after:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+    def wrapped(self, x, y, step):
+        if step.phase.name == phase:
+            calls[0] += 1
+            if calls[0] > after:
+                raise KeyboardInterrupt
+        return original(self, x, y, step)
 
-    monkeypatch.setattr(trainer, name, wrapped)
+    monkeypatch.setattr(OGNet, "training_step", wrapped)
 
 
 @pytest.mark.parametrize(
-    ("step", "after", "phase", "epoch", "iteration"),
+    ("phase", "after", "saved_phase", "done", "optimizers"),
     [
-        ("phase_one_step", 3 * 2 + 1, 1, 2, 0),  # 3 batches/epoch: stopped in epoch 3, checkpoint of epoch 2
-        ("phase_two_step", 0, 2, 3, 0),  # stopped right after phase one
-        ("phase_two_step", 5, 2, 3, 4),  # stopped in phase two, checkpoint of iteration 4
+        ("phase-one", 3 * 2 + 1, 0, 2, {"generator", "discriminator"}),  # 3 batches/epoch: checkpoint of epoch 2
+        ("phase-two", 0, 0, 3, {"generator", "discriminator"}),  # stopped right after phase one
+        ("phase-two", 5, 1, 4, {"main"}),  # stopped in phase two, checkpoint of step 4
     ],
 )
 def test_resume_in_the_right_phase_is_bit_identical(
-    noise_samples, tmp_path, monkeypatch, step, after, phase, epoch, iteration
+    noise_samples, tmp_path, monkeypatch, phase, after, saved_phase, done, optimizers
 ):
     reference, reference_result = run_fit(noise_samples, tmp_path / "straight")
 
     interrupted = tmp_path / "interrupted"
     with monkeypatch.context() as patch:
-        interrupt(patch, step, after)
+        interrupt(patch, phase, after)
         with pytest.raises(KeyboardInterrupt):
             run_fit(noise_samples, interrupted)
     saved = torch.load(interrupted / "ckpt.pt", weights_only=True)
-    assert (saved["phase"], saved["epoch"], saved["iteration"]) == (phase, epoch, iteration)
-    assert set(saved["optimizers"]) == {"generator", "discriminator", "phase_two"}
+    assert (saved["phase"], saved["done"]) == (saved_phase, done)
+    assert set(saved["optimizers"]) == optimizers
     assert any(k.startswith("g_old.") for k in saved["model"])
 
     resumed, result = run_fit(noise_samples, interrupted, resume=True)
-    assert (result.resumed_phase, result.resumed_from_epoch, result.resumed_from_iteration) == (phase, epoch, iteration)
+    assert (result.resumed_phase, result.resumed_from) == (["phase-one", "phase-two"][saved_phase], done)
     for key, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
 
@@ -247,13 +277,13 @@ def test_resume_in_the_right_phase_is_bit_identical(
 
     assert losses(result.history) == losses(reference_result.history)
     lines = (interrupted / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["phase"] for line in lines] == [1, 1, 1, 2]
+    assert [json.loads(line)["phase"] for line in lines] == ["phase-one"] * 3 + ["phase-two"]
 
 
 def test_a_finished_run_resumes_to_itself(noise_samples, tmp_path):
     first, _ = run_fit(noise_samples, tmp_path)
     again, result = run_fit(noise_samples, tmp_path, resume=True)
-    assert (result.resumed_phase, result.resumed_from_iteration) == (2, 6)
+    assert (result.resumed_phase, result.resumed_from) == ("phase-two", 6)
     for key, value in first.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
 
@@ -262,9 +292,10 @@ def test_resume_refuses_checkpoints_that_do_not_fit(noise_samples, tmp_path):
     run_fit(noise_samples, tmp_path)
     method = OGNet(OGNetNetworks(width=3, image_size=SIZE), phase2_iterations=6)
     with pytest.raises(CheckpointError, match="cannot resume from .* does not fit this run"):
-        fit_ognet(
+        fit(
             method,
             noise_samples,
+            torch.zeros(len(noise_samples), dtype=torch.int64),
             train_config(),
             preprocess=Preprocess("unit"),
             seed=3,
@@ -305,32 +336,28 @@ def test_bad_method_settings(kwargs, message):
 )
 def test_bad_training_settings(noise_samples, settings, old_epoch, message):
     with pytest.raises(ConfigError, match=message):
-        fit_ognet(
-            tiny_method(old_epoch=old_epoch), noise_samples, train_config(**settings), preprocess=Preprocess(), seed=0
-        )
+        tiny_method(old_epoch=old_epoch).phases(train_config(**settings), len(noise_samples))
 
 
 def test_bad_data_and_networks(noise_samples):
+    def fit_on(samples):
+        labels = torch.zeros(len(samples), dtype=torch.int64)
+        fit(tiny_method(), samples, labels, train_config(), preprocess=Preprocess(), seed=0)
+
     with pytest.raises(DataError, match="at least 3 training samples .* got 2"):
-        fit_ognet(tiny_method(), noise_samples[:2], train_config(), preprocess=Preprocess(), seed=0)
-    small = (torch.rand(8, 1, 12, 12) * 255).to(torch.uint8)
+        fit_on(noise_samples[:2])
     with pytest.raises(DataError, match=r"at least 17x17 pixels .* got 12x12"):
-        fit_ognet(tiny_method(), small, train_config(), preprocess=Preprocess(), seed=0)
+        fit_on((torch.rand(8, 1, 12, 12) * 255).to(torch.uint8))
     with pytest.raises(ConfigError, match="method 'ognet' needs the OGNet networks .* got Seed000Net"):
         create_method("ognet", create_model("seed000"))
-    with pytest.raises(ConfigError, match="trains in two phases with two optimisers"):
-        tiny_method().loss(signed_batch(2), torch.zeros(2, dtype=torch.int64))
 
 
-def test_detector_refuses_other_methods_models_and_outliers(noise_samples):
-    config = OGNET_DEFAULTS
-    with pytest.raises(ConfigError, match="OGNetDetector trains method 'ognet', got method.name='deep-svdd'"):
-        OGNetDetector(RunConfig()).fit(noise_samples)
-    seed000 = dataclasses.replace(config, model=dataclasses.replace(config.model, name="seed000"))
-    with pytest.raises(ConfigError, match="OGNet needs model.name 'ognet' or 'ognet-small', got 'seed000'"):
-        OGNetDetector(seed000).fit(noise_samples)
-    with pytest.raises(ConfigError, match="outliers=... is not supported"):
-        OGNetDetector().fit(noise_samples, outliers=noise_samples)
+def test_detector_refuses_other_models_and_outliers(noise_samples):
+    seed000 = with_overrides(OGNET_DEFAULTS, {"model.name": "seed000"})
+    with pytest.raises(ConfigError, match="method 'ognet' needs the OGNet networks"):
+        Detector(seed000).fit(noise_samples)
+    with pytest.raises(DataError, match="method 'ognet' does not use outliers"):
+        Detector(OGNET_DEFAULTS).fit(noise_samples, outliers=noise_samples)
 
 
 # -- real digits ---------------------------------------------------------------------------
@@ -351,14 +378,17 @@ def mnist_zero():
 
 def test_short_run_on_digits_separates_zeros_and_saves(mnist_zero, tmp_path):
     train, test = mnist_zero
-    config = dataclasses.replace(
+    config = with_overrides(
         OGNET_DEFAULTS,
-        seed=0,
-        model=dataclasses.replace(OGNET_DEFAULTS.model, name="ognet-small"),
-        method=dataclasses.replace(OGNET_DEFAULTS.method, phase2_iterations=12),
-        train=dataclasses.replace(OGNET_DEFAULTS.train, epochs=2, batch_size=32),
+        {
+            "seed": 0,
+            "model.name": "ognet-small",
+            "method.phase2_iterations": 12,
+            "train.epochs": 2,
+            "train.batch_size": 32,
+        },
     )
-    detector = OGNetDetector(config)
+    detector = Detector(config)
     phases = []
 
     def hook(method):
@@ -367,8 +397,8 @@ def test_short_run_on_digits_separates_zeros_and_saves(mnist_zero, tmp_path):
         return {"test_auroc": phases[-1]}
 
     detector.fit(train, eval_hook=hook, out_dir=tmp_path / "run", progress=False)
-    assert [r["phase"] for r in detector.fit_result_.history] == [1, 1, 2]
-    assert detector.fit_result_.phase_record(2)["test_auroc"] == phases[1]
+    assert [r["phase"] for r in detector.fit_result_.history] == ["phase-one", "phase-one", "phase-two"]
+    assert detector.fit_result_.phase_record("phase-two")["test_auroc"] == phases[1]
     assert phases[1] > 0.8, phases  # well above chance after seconds of training
 
     # score direction: normal digits score lower than noise images
@@ -403,7 +433,7 @@ def test_protocol_table_beside_deep_svdd(tmp_path, dataset):
         "data.max_test": 200,
         "train.epochs": 2,
         "method.phase2_iterations": 3,
-        "method.pretrain_epochs": 1,
+        "baseline_epochs": 1,
     }
     try:
         results = run_protocol("ognet-mnist", out_dir=tmp_path, quick=True, overrides=overrides, progress=False)
@@ -430,7 +460,8 @@ def test_protocol_table_beside_deep_svdd(tmp_path, dataset):
         "mean_auroc_ognet_phase_two",
     }
     assert (tmp_path / "class0" / "ognet" / "checkpoint.pt").is_file()
-    assert (tmp_path / "class0" / "deep-svdd" / "pretrain.pt").is_file()
+    history = [json.loads(line) for line in (tmp_path / "class0" / "deep-svdd" / "history.jsonl").open()]
+    assert [r["phase"] for r in history] == ["pretrain", "train"]  # one file for both phases
 
 
 def test_phase_two_settings_come_from_the_config(noise_samples):
@@ -443,6 +474,6 @@ def test_phase_two_settings_come_from_the_config(noise_samples):
         "method.real_weight": 0.3,
         "method.pseudo_weight": 0.2,
     }
-    detector = OGNetDetector(with_overrides(OGNET_DEFAULTS, settings)).fit(noise_samples, progress=False)
+    detector = Detector(with_overrides(OGNET_DEFAULTS, settings)).fit(noise_samples, progress=False)
     method = detector.method_
     assert (method.phase2_batch_size, method.real_weight, method.pseudo_weight) == (4, 0.3, 0.2)

@@ -212,8 +212,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from encircle.models import list_models
 
     print(_table(["protocol", "what it runs"], [[n, get_protocol(n).summary] for n in list_protocols()]))
-    print(f"\nmethods: {', '.join(list_methods())}\nmodels:  {', '.join(list_models())}")
+    print()
+    print(_table(["method", "learns from", "hyperparameters (--set method.KEY=VALUE)"], _method_rows(list_methods())))
+    print(f"\nmodels: {', '.join(list_models())}")
     return 0
+
+
+def _method_rows(names: list[str]) -> list[list[str]]:
+    """One row per method, derived from its declaration: what it trains on and its
+    hyperparameters with their defaults."""
+    from encircle.methods import hyperparameters, method_class
+
+    rows = []
+    for name in names:
+        kind = method_class(name)
+        uses = ["known classes" if kind.uses_labels else "normal data"] + (["outliers"] if kind.uses_outliers else [])
+        params = ", ".join(f"{h.name}={h.default!r}" for h in hyperparameters(kind)) or "-"
+        rows.append([name, " + ".join(uses), params])
+    return rows
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

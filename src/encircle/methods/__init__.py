@@ -1,6 +1,6 @@
 """Methods: a network plus its objective and score. Importing registers the built-ins."""
 
-from encircle.methods import autoencoder, cac, mchad, ognet, softmax, svdd
+from encircle.methods import autoencoder, cac, deep_sad, mchad, ognet, softmax, svdd
 from encircle.methods.autoencoder import Autoencoder
 from encircle.methods.base import Method
 from encircle.methods.cac import ClassAnchorClustering
@@ -21,6 +21,7 @@ __all__ = [
     "autoencoder",
     "cac",
     "create_method",
+    "deep_sad",
     "hyperparameters",
     "list_methods",
     "mchad",

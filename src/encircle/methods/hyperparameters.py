@@ -2,7 +2,8 @@
 
 Every method declares its hyperparameters once, as the keyword-only parameters of its
 ``__init__`` (after ``net`` and ``num_classes``), each with a type annotation, a default
-and a one-line entry in the class docstring's ``Args:`` section::
+and a one-line entry in the class docstring's ``Args:`` section (a method that extends
+another passes ``**kwargs`` on and inherits that one's declaration)::
 
     class DeepSVDD(Method):
         '''...
@@ -72,8 +73,13 @@ def hyperparameters(method_class: type) -> tuple[Hyperparameter, ...]:
     signature = inspect.signature(method_class.__init__)  # type: ignore[misc]
     hints = typing.get_type_hints(method_class.__init__)  # type: ignore[misc]
     docs = _argument_docs(inspect.getdoc(method_class) or "")
-    declared = []
+    declared: list[Hyperparameter] = []
     for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:  # **kwargs: the parent's hyperparameters
+            parent = _parent_method(method_class)
+            names = {h.name for h in declared}
+            declared.extend(h for h in hyperparameters(parent) if h.name not in names)
+            continue
         if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
             continue
         where = f"{method_class.__name__}.__init__ parameter {parameter.name!r}"
@@ -88,6 +94,14 @@ def hyperparameters(method_class: type) -> tuple[Hyperparameter, ...]:
     result = tuple(declared)
     method_class._hyperparameters = result  # type: ignore[attr-defined]
     return result
+
+
+def _parent_method(method_class: type) -> type:
+    """The nearest base class with an ``__init__`` of its own (where ``**kwargs`` goes)."""
+    for base in method_class.__mro__[1:]:
+        if "__init__" in base.__dict__:
+            return base
+    raise ConfigError(f"{method_class.__name__} passes **kwargs but no base class declares hyperparameters")
 
 
 def defaults(method_class: type) -> dict[str, Any]:
