@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from encircle.artifacts import embed_samples, load_artifacts, save_scores
 from encircle.cli import main
 from encircle.config import RunConfig, with_overrides
 from encircle.detector import Detector
 from encircle.errors import DataError
 from encircle.experiments import protocol as protocol_module
 from encircle.experiments import run_protocol
-from encircle.experiments.artifacts import embed_samples, load_artifacts, save_scores
 from encircle.experiments.protocol import PROTOCOLS, Protocol
 from encircle.report import write_report
 from tests.test_figures import make_run
