@@ -102,10 +102,11 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def _checked(where: str, name: str, value: Any) -> Any:
+    """``value`` when it has the type of field ``name`` (numbers as floats); else a DataError."""
     kinds, expected = _TYPES.get(name, ((str,), "a string"))
     if not isinstance(value, kinds) or isinstance(value, bool):  # JSON true/false is no number
         raise DataError(f"{where}: expected result row field {name!r} to be {expected}, got {value!r:.80}")
-    return float(value) if float in kinds else value
+    return float(value) if isinstance(value, int | float) and float in kinds else value
 
 
 def config_hash(config: RunConfig) -> str:
