@@ -27,7 +27,8 @@ def test_oneclass_per_class_table_with_seeds(tmp_path):
     assert results["table"][0]["paper %"] == 98.0 and "std %" in results["table"][0]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["metrics"]["mean_auroc"] == pytest.approx(metrics["mean_auroc"])
-    assert (tmp_path / "class0" / "seed1" / "pretrain_history.jsonl").is_file()
+    phases = {json.loads(line)["phase"] for line in (tmp_path / "class0" / "seed1" / "history.jsonl").open()}
+    assert phases == {"pretrain", "train"}, "pretraining runs as a phase of the one history"
 
 
 def test_oneclass_unknown_class(tmp_path):
@@ -35,9 +36,10 @@ def test_oneclass_unknown_class(tmp_path):
         run_protocol("oneclass", out_dir=tmp_path, quick=True, overrides={"data.normal_classes": [12]})
 
 
-def test_seed002_side_by_side(tmp_path):
-    results = run_or_skip("seed002", tmp_path, {"train.epochs": 2})
+def test_ae_pretraining_side_by_side(tmp_path):
+    results = run_or_skip("ae-pretraining", tmp_path, {"train.epochs": 2})
     assert [row["variant"] for row in results["table"]] == ["no pretraining", "pretraining"]
     assert results["table"][1]["epochs"] == "1 AE + 1"
     assert set(results["metrics"]) == {"auroc_no_pretraining", "auroc_pretraining"}
-    assert (tmp_path / "pretraining" / "class0" / "seed0" / "pretrain.pt").is_file()
+    history = tmp_path / "pretraining" / "class0" / "seed0" / "history.jsonl"
+    assert [json.loads(line)["phase"] for line in history.open()] == ["pretrain", "train"]
