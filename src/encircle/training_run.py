@@ -1,10 +1,9 @@
 """The bookkeeping around a training loop: resume or start, checkpoints, history, progress bar.
 
-Two loops train in encircle, the engine's one-optimiser epochs
-(:func:`encircle.engine.fit`) and OGNet's two phases (:func:`encircle.ognet.fit_ognet`).
-Each keeps its steps and its own checkpoint entries (weights, optimisers, where it
-stopped); a :class:`TrainingRun` does what is the same in both, so resuming and the
-files a run writes cannot drift apart:
+The one training loop (:func:`encircle.engine.fit`, every phase of every method) keeps
+its steps and its own checkpoint entries (weights, optimisers, the phase and step where
+it stopped); a :class:`TrainingRun` does the rest, so resuming and the files a run
+writes stay in one place:
 
 * :meth:`TrainingRun.restore` loads the checkpoint when ``resume`` is asked for and one
   exists (agreed on by every rank under DDP), lets the loop restore its entries,
