@@ -1,4 +1,4 @@
-"""``encircle bench``: suites of protocol cells, the extractors, the table files and the CLI."""
+"""``encircle bench``: suites of protocol cells, result rows into the table, the table files and the CLI."""
 
 import csv
 import json
@@ -7,17 +7,18 @@ import pytest
 
 from encircle import bench
 from encircle.bench import COLUMNS, Cell, Suite, extract_rows, run_suite
-from encircle.bench_rows import table_row
+from encircle.bench_rows import pivot, table_row
 from encircle.cli import main
 from encircle.errors import ConfigError, DataError
-from encircle.experiments import list_protocols, run_protocol
+from encircle.experiments import get_protocol, list_protocols, run_protocol
 from encircle.registry import Registry
+from encircle.results import SUMMARY, ResultRow, config_hash
 
 #: The smallest settings each protocol runs with (seconds each); applied after ``--quick``.
 TINY = {
     "oneclass": {"data.normal_classes": [3], "data.max_train": 100, "data.max_test": 300, "method.pretrain_epochs": 1},
-    "seed000": {"data.max_train": 300, "data.max_test": 200, "train.epochs": 1},
-    "seed001": {  # its recipe on data that is here: no download, no pretrained weights
+    "mnist-vs-fashion": {"data.max_train": 300, "data.max_test": 200, "train.epochs": 1},
+    "mchad-cifar10": {  # its recipe on data that is here: no download, no pretrained weights
         "data.name": "fashion-mnist",
         "data.ood": "mnist",
         "data.outliers": "",
@@ -29,7 +30,7 @@ TINY = {
         "data.max_ood": 100,
         "train.batch_size": 64,
     },
-    "seed002": {"data.max_train": 100, "data.max_test": 300, "train.epochs": 2},
+    "ae-pretraining": {"data.max_train": 100, "data.max_test": 300, "train.epochs": 2},
     "ognet-mnist": {
         "data.max_train": 48,
         "data.max_test": 100,
@@ -38,36 +39,33 @@ TINY = {
         "baseline_epochs": 1,
     },
     "osr": {"data.max_train": 300, "data.max_test": 300, "train.epochs": 1},
-    "seed004": {"data.max_train": 300, "data.max_test": 200, "data.max_ood": 50, "train.epochs": 1},
+    "cac-openset": {"data.max_train": 300, "data.max_test": 200, "data.max_ood": 50, "train.epochs": 1},
     "mchad-fashion": {"data.max_train": 120, "data.max_test": 120, "data.max_ood": 60, "train.epochs": 1},
 }
 
-#: protocol -> (the method rows its extractor gives, a key it needs)
+#: protocol -> the method of each table row its result rows give
 EXPECTED = {
-    "oneclass": (["Deep SVDD (one-class)"], ("metrics", "mean_auroc")),
-    "seed000": (["Deep SVDD (seed000 net, 2-d)"], ("metrics", "fpr_at_95_tpr_out")),
-    "seed001": (["MCHAD, seed000 net"], ("metrics", "aupr_out")),
-    "seed002": (["Deep SVDD, no pretraining", "Deep SVDD, pretraining"], ("runs", "pretraining", "history")),
-    "ognet-mnist": (["Deep SVDD", "OGNet, phase 1", "OGNet, phase 2"], ("metrics", "mean_auroc_ognet_phase_two")),
-    "osr": (["CAC"], ("metrics", "mean_oscr")),
-    "seed004": (["softmax + msp (baseline)", "CAC"], ("metrics", "cac", "rejected_unknown")),
-    "mchad-fashion": (
-        [
-            name
-            for name in (
-                "MCHAD + outlier exposure",
-                "MCHAD",
-                "CAC",
-                "Deep SVDD (one-class)",
-                "softmax + msp",
-                "softmax + max-logit",
-                "softmax + energy",
-                "softmax + mahalanobis",
-            )
-            for _ in ("near", "far")
-        ],
-        ("metrics", "per_method", "CAC", "far_auroc"),
-    ),
+    "oneclass": ["Deep SVDD (one-class)"],
+    "mnist-vs-fashion": ["Deep SVDD (seed000 net, 2-d)"],
+    "mchad-cifar10": ["MCHAD, seed000 net"],
+    "ae-pretraining": ["Deep SVDD, no pretraining", "Deep SVDD, pretraining"],
+    "ognet-mnist": ["Deep SVDD", "OGNet, phase 1", "OGNet, phase 2"],
+    "osr": ["CAC"],
+    "cac-openset": ["softmax + msp (baseline)", "CAC"],
+    "mchad-fashion": [
+        name
+        for name in (
+            "MCHAD + outlier exposure",
+            "MCHAD",
+            "CAC",
+            "Deep SVDD (one-class)",
+            "softmax + msp",
+            "softmax + max-logit",
+            "softmax + energy",
+            "softmax + mahalanobis",
+        )
+        for _ in ("near", "far")
+    ],
 }
 
 
@@ -79,11 +77,11 @@ def run_or_skip(protocol, out, overrides):
 
 
 def tiny_cell(name, protocol, **overrides):
-    return Cell(name, protocol, protocol, {**TINY[protocol], **overrides}, quick=True)
+    return Cell(name, protocol, protocol, {**TINY[get_protocol(protocol).name], **overrides}, quick=True)
 
 
-def test_every_protocol_has_an_extractor_and_the_suites_cover_them():
-    assert set(bench.EXTRACTORS) == set(list_protocols())
+def test_every_protocol_has_a_tiny_config_and_the_suites_cover_them():
+    assert set(TINY) == set(EXPECTED) == set(list_protocols())
     for name in ("quick", "full"):
         suite = bench.get_suite(name)
         assert {cell.protocol for cell in suite.cells} == set(list_protocols())
@@ -95,16 +93,26 @@ def test_every_protocol_has_an_extractor_and_the_suites_cover_them():
     with pytest.raises(ConfigError, match="unknown suite 'nope'; expected one of full, quick"):
         bench.get_suite("nope")
     with pytest.raises(DataError, match=r"cell names must be unique, got \['a'\]"):
-        Suite("twice", "", (Cell("a", "osr", "x"), Cell("a", "seed000", "y")))
+        Suite("twice", "", (Cell("a", "osr", "x"), Cell("a", "mnist-vs-fashion", "y")))
 
 
 @pytest.mark.parametrize("protocol", list(TINY))
-def test_extractor_reads_a_real_tiny_run(tmp_path, protocol):
+def test_result_rows_of_a_real_tiny_run_fit_the_schema_and_make_the_table(tmp_path, protocol):
     results = run_or_skip(protocol, tmp_path, TINY[protocol])
-    rows = extract_rows(protocol, tmp_path)
-    methods, needed = EXPECTED[protocol]
-    assert [row["method"] for row in rows] == methods
-    for row in rows:
+    # every row fits the schema, in memory and in results.json
+    stored = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert stored == results["rows"] and stored
+    rows = [ResultRow.from_dict(row) for row in stored]
+    assert all(row.protocol == protocol for row in rows)
+    assert all(len(row.config_hash) == 12 and int(row.config_hash, 16) >= 0 for row in rows)
+    assert all(row.seconds >= 0 and row.dataset and row.method and row.metric for row in rows)
+    assert any(row.split == SUMMARY for row in rows)
+    config = get_protocol(protocol).defaults
+    assert {row.seed for row in rows} <= {config.seed, results["config"]["seed"], *results.get("seeds", [])}
+    # the table reads the rows
+    table = extract_rows(protocol, tmp_path)
+    assert [row["method"] for row in table] == EXPECTED[protocol]
+    for row in table:
         assert list(row) == list(COLUMNS)
         assert row["protocol"] == protocol and row["status"] == "ok"
         sources = row["source"].split("; ")  # the protocol's sources, each once
@@ -113,38 +121,70 @@ def test_extractor_reads_a_real_tiny_run(tmp_path, protocol):
         assert all(row[c] is None or 0.0 <= row[c] <= 1.0 for c in bench.METRIC_COLUMNS)
     # the numbers are the protocol's own, not recomputed
     if protocol == "osr":
-        assert rows[0]["auroc"] == results["metrics"]["mean_auroc"]
-        assert rows[0]["oscr"] == results["metrics"]["mean_oscr"]
-        assert rows[0]["paper"].startswith("AUROC 0.991 (Miller et al.")
+        assert table[0]["auroc"] == results["metrics"]["mean_auroc"]
+        assert table[0]["oscr"] == results["metrics"]["mean_oscr"]
+        assert table[0]["paper"].startswith("AUROC 0.991 (Miller et al.")
     if protocol == "oneclass":
-        assert rows[0]["auroc"] == results["metrics"]["mean_auroc"]
-        assert rows[0]["paper"].startswith("AUROC 0.919, class 3 (Ruff et al.")
+        assert table[0]["auroc"] == results["metrics"]["mean_auroc"]
+        assert table[0]["paper"].startswith("AUROC 0.919 (Ruff et al.") and table[0]["paper"].endswith(", class 3)")
+        (per_class,) = [row for row in rows if row.split == "class3"]
+        assert per_class.value == results["metrics"]["per_class_auroc"]["3"]
     if protocol == "mchad-fashion":
-        assert rows[1]["auroc"] == results["metrics"]["per_method"]["MCHAD + outlier exposure"]["far_auroc"]
-        assert rows[6]["accuracy"] is None and rows[6]["dataset"].endswith("(near)")
-    if protocol == "seed004":
-        assert rows[1]["paper"].startswith("known accepted 0.9516, unknown rejected 0.8540")
-    # a layout the extractor does not expect fails loudly, naming the protocol and the key
+        assert table[1]["auroc"] == results["metrics"]["per_method"]["MCHAD + outlier exposure"]["far_auroc"]
+        assert table[6]["accuracy"] is None and table[6]["dataset"].endswith("(near)")
+    if protocol == "cac-openset":
+        assert table[1]["paper"].startswith("known accepted 0.9516, unknown rejected 0.854 (seed 004")
+    if protocol == "ae-pretraining":
+        assert table[0]["paper"] == "AUROC 0.9825 (Deep SVDD review, seed 002, class 0)"
+    # a row that does not fit the schema fails loudly, naming the protocol, the row and the field
     data = json.loads((tmp_path / "results.json").read_text())
-    node = data
-    for key in needed[:-1]:
-        node = node[key]
-    del node[needed[-1]]
+    del data["rows"][0]["metric"]
     (tmp_path / "results.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match=rf"^{protocol} results.json: expected {'.'.join(needed)}"):
+    with pytest.raises(
+        DataError, match=rf"^{protocol} results.json: rows\[0\]: expected the result row field 'metric'"
+    ):
         extract_rows(protocol, tmp_path)
 
 
+def test_result_row_schema_errors_and_the_pivot():
+    row = ResultRow("osr", "mnist", SUMMARY, "CAC", "auroc", 0.9, 0, 1.5, "0123456789ab")
+    assert ResultRow.from_dict(row.to_dict()) == row
+    with pytest.raises(DataError, match="expected result row field 'value' to be a number, got 'x'"):
+        ResultRow.from_dict(row.to_dict() | {"value": "x"})
+    with pytest.raises(DataError, match="expected result row field 'seed' to be an integer, got True"):
+        ResultRow.from_dict(row.to_dict() | {"seed": True})
+    with pytest.raises(DataError, match=r"unknown result row fields \['extra'\]"):
+        ResultRow.from_dict(row.to_dict() | {"extra": 1})
+    with pytest.raises(DataError, match="expected a result row"):
+        ResultRow.from_dict([1])
+    assert config_hash(get_protocol("osr").defaults) == config_hash(get_protocol("osr").defaults)
+    assert config_hash(get_protocol("osr").defaults) != config_hash(get_protocol("oneclass").defaults)
+    # one table row per (dataset, method) of the summary rows; per-split rows stay out
+    rows = [
+        row,
+        ResultRow("osr", "mnist", "trial0", "CAC", "auroc", 0.5, 0, 1.0, "0123456789ab"),
+        ResultRow("osr", "mnist", SUMMARY, "CAC", "fpr_at_95_tpr_out", 0.2, 0, 1.5, "0123456789ab"),
+        ResultRow("osr", "mnist", SUMMARY, "CAC", "paper_auroc", 0.95, 0, 0.0, "0123456789ab", "a paper"),
+        ResultRow("osr", "mnist", SUMMARY, "softmax + msp", "auroc", 0.8, 0, 2.0, "0123456789ab"),
+    ]
+    table = pivot(rows)
+    assert [(r["method"], r["auroc"], r["fpr95"], r["train_seconds"], r["paper"]) for r in table] == [
+        ("CAC", 0.9, 0.2, 1.5, "AUROC 0.95 (a paper)"),
+        ("softmax + msp", 0.8, None, 2.0, "-"),
+    ]
+
+
 def test_extractor_errors(tmp_path):
-    with pytest.raises(DataError, match="no bench extractor for protocol 'nope'"):
-        extract_rows("nope", tmp_path)
     with pytest.raises(DataError, match="osr: cannot read"):
         extract_rows("osr", tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"protocol": "seed000", "data_source": "x"}))
-    with pytest.raises(DataError, match="expected results of protocol 'osr', got 'seed000'"):
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": "oneclass", "data_source": "x", "rows": []}))
+    with pytest.raises(DataError, match="expected results of protocol 'osr', got 'oneclass'"):
         extract_rows("osr", tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"protocol": "osr", "data_source": 3}))
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": "osr", "data_source": 3, "rows": []}))
     with pytest.raises(DataError, match="osr results.json: expected data_source to be a string, got 3"):
+        extract_rows("osr", tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": "osr", "data_source": "x"}))
+    with pytest.raises(DataError, match="osr results.json: expected rows"):
         extract_rows("osr", tmp_path)
 
 
@@ -155,7 +195,7 @@ def test_cli_suite_end_to_end_with_a_failing_cell(tmp_path, monkeypatch, capsys)
         "tiny",
         "test",
         (
-            tiny_cell("seed000", "seed000"),
+            tiny_cell("mnist-vs-fashion", "seed000"),  # an alias works in a cell
             tiny_cell("bad", "osr", **{"train.epoch": 1}),
             tiny_cell("osr-msp", "osr", **{"method.name": "softmax", "method.score_rule": "msp"}),
             Cell("later", "not-yet-registered", "future method"),
@@ -173,7 +213,7 @@ def test_cli_suite_end_to_end_with_a_failing_cell(tmp_path, monkeypatch, capsys)
     assert status == 1
     rows = json.loads((out / "results.json").read_text())
     assert [(r["cell"], r["status"]) for r in rows] == [
-        ("seed000", "ok"),
+        ("mnist-vs-fashion", "ok"),
         ("bad", "failed"),
         ("osr-msp", "ok"),
         ("later", "skipped"),
@@ -197,10 +237,15 @@ def test_cli_suite_end_to_end_with_a_failing_cell(tmp_path, monkeypatch, capsys)
     assert "encircle bench report" in page and "<th title='click to sort'>fpr95</th>" in page
     assert "Sub-runs (2)" in page
     assert "<td>softmax + msp</td>" in page and "<td>skipped</td>" in page
-    assert (out / "seed000" / "report.html").is_file() and (out / "osr-msp" / "report.html").is_file()
+    assert (out / "mnist-vs-fashion" / "report.html").is_file() and (out / "osr-msp" / "report.html").is_file()
     assert not (out / "bad" / "report.html").exists()
     log = (out / bench.LOG_FILE).read_text()
-    for text in ("cell seed000 start", "cell seed000 end: 1 row(s) in", "cell bad failed after", "Traceback"):
+    for text in (
+        "cell mnist-vs-fashion start",
+        "cell mnist-vs-fashion end: 1 row(s) in",
+        "cell bad failed",
+        "Traceback",
+    ):
         assert text in log
     assert "cell later skipped: protocol 'not-yet-registered' is not registered" in log
 
@@ -217,10 +262,10 @@ def test_progress_bar_names_the_cell_and_skips_do_not_fail(tmp_path, capsys):
 
 def test_cell_methods_pick_rows_and_name_a_missing_one():
     rows = [table_row("mnist", "softmax + msp (baseline)"), table_row("mnist", "CAC")]
-    assert bench._keep(Cell("s", "seed004", "CAC", methods=("CAC",)), rows) == rows[1:]
-    assert bench._keep(Cell("s", "seed004", "both"), rows) == rows
-    with pytest.raises(DataError, match=r"cell 's': methods \['MCHAD'\] not among the rows of seed004"):
-        bench._keep(Cell("s", "seed004", "x", methods=("MCHAD",)), rows)
+    assert bench._keep(Cell("s", "cac-openset", "CAC", methods=("CAC",)), rows) == rows[1:]
+    assert bench._keep(Cell("s", "cac-openset", "both"), rows) == rows
+    with pytest.raises(DataError, match=r"cell 's': methods \['MCHAD'\] not among the rows of cac-openset"):
+        bench._keep(Cell("s", "cac-openset", "x", methods=("MCHAD",)), rows)
 
 
 def test_a_cell_whose_data_is_missing_is_skipped(isolated_cache, tmp_path):

@@ -37,8 +37,8 @@ def score_csv(capsys, csv, *argv):
     [
         (["run", "nope"], "error: unknown protocol 'nope'; expected one of"),
         (["run", "seed000", "--set", "train.epoch=1"], "error: unknown config key 'train.epoch'"),
-        (["run", "seed000", "--set", "train.epochs=many"], "error: train.epochs must be an integer"),
-        (["run", "seed000", "--set", "epochs"], "error: --set expects KEY=VALUE"),
+        (["run", "mnist-vs-fashion", "--set", "train.epochs=many"], "error: train.epochs must be an integer"),
+        (["run", "mnist-vs-fashion", "--set", "epochs"], "error: --set expects KEY=VALUE"),
         (["run", "seed000", "--config", "missing.toml"], "error: config file 'missing.toml' does not exist"),
         (["score", "missing.pt", "missing.npy"], "error: detector file 'missing.pt' does not exist"),
         (["score", "--model", "a.pt"], "error: give DATA once"),
@@ -59,7 +59,7 @@ def test_bad_input_is_one_line_and_status_2(capsys, tmp_path, monkeypatch, argv,
 def test_output_directory_that_is_a_file(capsys, tmp_path):
     target = tmp_path / "taken"
     target.write_text("")
-    code, _, err = run_cli(capsys, "run", "seed000", "--quick", "--out", str(target), "--quiet")
+    code, _, err = run_cli(capsys, "run", "mnist-vs-fashion", "--quick", "--out", str(target), "--quiet")
     assert code == 2 and "is not a directory" in err
 
 
@@ -75,7 +75,33 @@ def test_datasets(capsys, cache_with_npm):
 def test_list(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
-    assert "seed000" in out and "deep-svdd" in out and "lenet-mnist" in out
+    assert "deep-svdd" in out and "lenet-mnist" in out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["protocol", "alias", "what"]
+    for name, alias in [("mnist-vs-fashion", "seed000"), ("mchad-cifar10", "seed001"), ("cac-openset", "seed004")]:
+        assert any(line.split()[:2] == [name, alias] for line in lines), name
+    assert any(line.split()[:2] == ["oneclass", "-"] for line in lines)
+
+
+def test_an_alias_runs_the_same_protocol(capsys, tmp_path, monkeypatch):
+    """``encircle run seed000`` and ``encircle run mnist-vs-fashion`` are one protocol: same
+    name in results.json, same configuration, the same rows; the default folder is the name's."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--quick", "--set", "data.max_train=200", "--set", "data.max_test=100", "--set", "train.epochs=1"]
+    results = []
+    for name, out in [("seed000", []), ("mnist-vs-fashion", ["--out", "named"])]:
+        code, _, err = run_cli(capsys, "run", name, *tiny, *out, "--quiet")
+        if code == 2 and "not found" in err:  # pragma: no cover - only without `make setup`
+            pytest.skip(err)
+        assert code == 0, err
+        results.append(
+            json.loads((tmp_path / (out[-1] if out else "runs/mnist-vs-fashion") / "results.json").read_text())
+        )
+    alias, named = results
+    assert alias["protocol"] == named["protocol"] == "mnist-vs-fashion"
+    assert alias["config"] == named["config"]
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in alias["rows"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in named["rows"]]
 
 
 def test_fit_and_score_on_an_array_file(capsys, tmp_path):

@@ -41,7 +41,9 @@ SETTINGS = {
     "train.checkpoint_every": 1,
     "train.eval_every": 0,
 }
-RUN = ["run", "seed000", "--quick", "--quiet"] + [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
+RUN = ["run", "mnist-vs-fashion", "--quick", "--quiet"] + [
+    a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")
+]
 
 # Runs train_mlp(OUT, resume) in a process. argv: OUT MODE [N]. MODE "resume" continues
 # from OUT/ckpt.pt; MODE "stall" makes the N-th torch.save write half of its bytes, create
@@ -231,7 +233,7 @@ def test_killed_run_resumes_bit_identically(tmp_path, npm_tarball, monkeypatch):
     # the uninterrupted reference runs in this process and draws no figures (seconds saved)
     monkeypatch.setattr(protocol, "_write_figures", lambda out: None)
     try:
-        one_thread(run_protocol, "seed000", out_dir=straight, quick=True, overrides=SETTINGS, progress=False)
+        one_thread(run_protocol, "mnist-vs-fashion", out_dir=straight, quick=True, overrides=SETTINGS, progress=False)
     except DataError as exc:  # pragma: no cover - only without `make setup`
         pytest.skip(f"offline data missing: {exc}")
 

@@ -327,12 +327,23 @@ def test_run_nproc_relaunches_the_command_under_torchrun(monkeypatch: pytest.Mon
     calls: list[list[str]] = []
     monkeypatch.setattr(cli.subprocess, "call", lambda command: calls.append(command) or 7)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    argv = ["--quiet", "run", "seed000", "--nproc", "2", "--out", str(tmp_path), "--set", "train.epochs=1", "--quick"]
+    argv = [
+        "--quiet",
+        "run",
+        "mnist-vs-fashion",
+        "--nproc",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "train.epochs=1",
+        "--quick",
+    ]
     assert cli.main(argv) == 7  # torchrun's exit status
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "encircle"]
-    forwarded = ["--quiet", "run", "seed000", "--out", str(tmp_path), "--set", "train.epochs=1", "--quick"]
+    forwarded = ["--quiet", "run", "mnist-vs-fashion", "--out", str(tmp_path), "--set", "train.epochs=1", "--quick"]
     assert calls == [[*launcher, *forwarded]]
-    assert cli.main(["run", "seed000", "--nproc=3"]) == 7
+    assert cli.main(["run", "mnist-vs-fashion", "--nproc=3"]) == 7
     assert calls[-1][4] == "--nproc-per-node=3" and "--nproc=3" not in calls[-1]
 
 
@@ -340,26 +351,36 @@ def test_run_nproc_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     from encircle import cli
 
     monkeypatch.setattr(cli.subprocess, "call", lambda command: pytest.fail("must not launch"))
-    assert cli.main(["run", "seed000", "--nproc", "0"]) == 2
+    assert cli.main(["run", "mnist-vs-fashion", "--nproc", "0"]) == 2
     assert "--nproc must be >= 1, got 0" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cli.main(["run", "seed000", "--nproc", "2"]) == 2
+    assert cli.main(["run", "mnist-vs-fashion", "--nproc", "2"]) == 2
     assert "under torchrun leave it out" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_cli_run_with_two_processes_matches_one(cache_with_npm: Path, tmp_path: Path) -> None:
-    """`encircle run --nproc 2 seed000` (real torchrun, gloo) against the same run in one process."""
+    """`encircle run --nproc 2 mnist-vs-fashion` (real torchrun, gloo) against the same run in one process."""
     from encircle import cli
 
     settings = ["--set", "train.epochs=2", "--set", "data.max_train=1000", "--set", "data.max_test=400"]
     settings += ["--set", "train.device=cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "encircle", "run", "seed000", "--nproc", "2", "--out", str(tmp_path / "two")]
+    command = [
+        sys.executable,
+        "-m",
+        "encircle",
+        "run",
+        "mnist-vs-fashion",
+        "--nproc",
+        "2",
+        "--out",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run([*command, *settings], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("seed000") == 1  # only rank 0 prints the results
-    assert cli.main(["run", "seed000", "--out", str(tmp_path / "one"), *settings]) == 0
+    assert done.stdout.count("mnist-vs-fashion") == 1  # only rank 0 prints the results
+    assert cli.main(["run", "mnist-vs-fashion", "--out", str(tmp_path / "one"), *settings]) == 0
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     for key in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr_in", "fpr_at_95_tpr_out"):

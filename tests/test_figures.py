@@ -11,8 +11,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from encircle import figures
+from encircle.artifacts import save_scores
 from encircle.errors import ConfigError, DataError
-from encircle.experiments.artifacts import save_scores
 from encircle.figures import (
     pca_2d,
     plot_confusion_matrix,

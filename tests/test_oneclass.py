@@ -36,8 +36,8 @@ def test_oneclass_unknown_class(tmp_path):
         run_protocol("oneclass", out_dir=tmp_path, quick=True, overrides={"data.normal_classes": [12]})
 
 
-def test_seed002_side_by_side(tmp_path):
-    results = run_or_skip("seed002", tmp_path, {"train.epochs": 2})
+def test_ae_pretraining_side_by_side(tmp_path):
+    results = run_or_skip("ae-pretraining", tmp_path, {"train.epochs": 2})
     assert [row["variant"] for row in results["table"]] == ["no pretraining", "pretraining"]
     assert results["table"][1]["epochs"] == "1 AE + 1"
     assert set(results["metrics"]) == {"auroc_no_pretraining", "auroc_pretraining"}

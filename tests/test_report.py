@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from encircle.artifacts import embed_samples, load_artifacts, save_scores
 from encircle.cli import main
 from encircle.config import RunConfig, with_overrides
 from encircle.detector import Detector
-from encircle.errors import DataError
+from encircle.errors import DataError, TrainingError
 from encircle.experiments import protocol as protocol_module
 from encircle.experiments import run_protocol
-from encircle.experiments.artifacts import embed_samples, load_artifacts, save_scores
 from encircle.experiments.protocol import PROTOCOLS, Protocol
 from encircle.report import write_report
+from encircle.results import ResultRow
 from tests.test_figures import make_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -376,7 +377,8 @@ def synthetic_run(config, ctx):
     rng = np.random.default_rng(config.seed)
     labels = np.r_[np.zeros(30, int), -np.ones(20, int)]
     save_scores(ctx.out_dir, "test", scores=rng.random(50) + (labels < 0), labels=labels)
-    return {"metrics": {"auroc": 1.0}, "data": {}, "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.2}]}
+    history = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.2}]
+    return {"metrics": {"auroc": 1.0}, "data": {}, "history": history, "rows": []}
 
 
 @pytest.fixture
@@ -401,10 +403,18 @@ def test_run_protocol_goes_on_without_matplotlib(tmp_path, monkeypatch, caplog):
     assert "pip install encircle[plot]" in caplog.text
 
 
-def test_seed000_report_shows_the_output_space(tmp_path):
+def test_run_protocol_refuses_rows_of_another_protocol(tmp_path, monkeypatch):
+    row = ResultRow("other", "d", "all", "m", "auroc", 0.5, 0, 0.0, "0" * 12)
+    protocol = Protocol("mine", "test only", RunConfig(), lambda config, ctx: {"metrics": {}, "rows": [row]})
+    monkeypatch.setitem(PROTOCOLS._entries, "mine", protocol)
+    with pytest.raises(TrainingError, match="protocol 'mine' must return its result rows"):
+        run_protocol("mine", out_dir=tmp_path, progress=False)
+
+
+def test_mnist_vs_fashion_report_shows_the_output_space(tmp_path):
     overrides = {"data.max_train": 300, "data.max_test": 200, "train.epochs": 1, "train.eval_every": 0}
     try:
-        run_protocol("seed000", out_dir=tmp_path, quick=True, overrides=overrides, progress=False)
+        run_protocol("mnist-vs-fashion", out_dir=tmp_path, quick=True, overrides=overrides, progress=False)
     except DataError as exc:  # pragma: no cover - only without `make setup`
         pytest.skip(f"offline data missing: {exc}")
     art = load_artifacts(tmp_path)["test"]
@@ -414,6 +424,8 @@ def test_seed000_report_shows_the_output_space(tmp_path):
     d2 = ((art.embeddings.astype(np.float64) - art.centers[0]) ** 2).sum(axis=1)
     clear = np.abs(d2 - art.radius**2) > 1e-3 * art.radius**2  # away from the boundary's rounding
     np.testing.assert_array_equal((d2 <= art.radius**2)[clear], (art.predictions == 0)[clear])  # circle = boundary
-    page = Page(write_report(tmp_path).read_text())
+    text = write_report(tmp_path).read_text()
+    assert "Result rows" in text and "fpr_at_95_tpr_out" in text  # the run's result rows, as a table
+    page = Page(text)
     alts = {img["alt"] for img in page.images}
     assert {"roc", "test_scores", "test_output_space", "test_confusion", "test_predictions"} <= alts

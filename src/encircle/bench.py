@@ -3,9 +3,10 @@
 A :class:`Suite` is a list of :class:`Cell` s. Each cell runs one registered protocol
 through :func:`~encircle.experiments.run_protocol` (the protocol's defaults, its
 ``--quick`` settings when the cell asks for them, the cell's overrides, then the
-caller's) into ``OUT/<cell name>/``, gets its own ``report.html``, and an *extractor*
-for that protocol (:mod:`encircle.bench_rows`) turns the cell's ``results.json`` into
-table rows, one per method (and per test set where a protocol has several). :func:`run_suite` then writes the
+caller's) into ``OUT/<cell name>/``, gets its own ``report.html``, and the result rows
+its ``results.json`` holds (:mod:`encircle.results`, the same schema for every protocol)
+become table rows, one per method and dataset (:mod:`encircle.bench_rows`: the summary
+rows pivoted into the columns). :func:`run_suite` then writes the
 whole table as ``OUT/results.md``, ``OUT/results.csv`` and ``OUT/results.json`` (a list
 of row objects: what :func:`encircle.report.write_report` reads as a bench directory)
 and ``OUT/report.html``; ``OUT/bench.log`` records every cell's start, end, wall time
@@ -45,14 +46,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from encircle import __version__
 from encircle._io import atomic_write_json, atomic_write_text
-from encircle.bench_rows import COLUMNS, EXTRACTORS, METRIC_COLUMNS, Row, extract_rows, table_row
+from encircle.bench_rows import COLUMNS, METRIC_COLUMNS, Row, extract_rows, table_row
 from encircle.errors import DataError
-from encircle.experiments import build_config, get_protocol, list_protocols, run_protocol
+from encircle.experiments import build_config, get_protocol, run_protocol
+from encircle.experiments.protocol import PROTOCOLS
 from encircle.registry import Registry
 
 __all__ = [
     "COLUMNS",
-    "EXTRACTORS",
     "LOG_FILE",
     "METRIC_COLUMNS",
     "QUICK_SETTINGS",
@@ -145,7 +146,7 @@ QUICK_SETTINGS: dict[str, dict[str, Any]] = {
         "train.batch_size": 64,
         "train.lr_milestones": [],
     },
-    "seed002": {"train.epochs": 10, "train.batch_size": 128},
+    "ae-pretraining": {"train.epochs": 10, "train.batch_size": 128},
     "osr": {
         "train.optimizer": "adam",
         "train.lr": 1e-3,
@@ -154,7 +155,7 @@ QUICK_SETTINGS: dict[str, dict[str, Any]] = {
         "data.max_train": 1800,
         "data.max_test": 600,
     },
-    "seed004": {"train.epochs": 5, "data.max_train": 3000},
+    "cac-openset": {"train.epochs": 5, "data.max_train": 3000},
     "mchad-fashion": {"train.epochs": 8, "data.max_train": 3000, "data.max_test": 600, "data.max_ood": 400},
 }
 
@@ -175,14 +176,14 @@ def _cells(quick: bool) -> tuple[Cell, ...]:
     return (
         cell("oneclass", "oneclass", "Deep SVDD (one-class)"),
         cell("oneclass-soft-boundary", "oneclass", "Deep SVDD (soft-boundary)", **soft),
-        cell("seed000", "seed000", "Deep SVDD"),
-        cell("seed001", "seed001", "MCHAD + OE (pretrained WRN)"),
-        cell("seed002", "seed002", "Deep SVDD +/- pretraining"),
+        cell("mnist-vs-fashion", "mnist-vs-fashion", "Deep SVDD"),
+        cell("mchad-cifar10", "mchad-cifar10", "MCHAD + OE (pretrained WRN)"),
+        cell("ae-pretraining", "ae-pretraining", "Deep SVDD +/- pretraining"),
         cell("ognet-mnist", "ognet-mnist", "OGNet, Deep SVDD"),
         cell("osr-cac", "osr", "CAC"),
         *softmax,
         cell("osr-softmax-mahalanobis", "osr", "softmax + mahalanobis", **mahalanobis),
-        cell("seed004", "seed004", "softmax, CAC"),
+        cell("cac-openset", "cac-openset", "softmax, CAC"),
         cell("mchad-fashion", "mchad-fashion", "MCHAD +/- OE, CAC, Deep SVDD, softmax"),
     )
 
@@ -250,7 +251,7 @@ def _run_cell(
     cell: Cell, out: Path, config_file: str | Path | None, overrides: dict[str, Any], trace: logging.Handler
 ) -> list[Row]:
     """Run one cell and write its report: its rows, or one ``failed``/``skipped`` row."""
-    if cell.protocol not in list_protocols():
+    if cell.protocol not in PROTOCOLS:
         note = f"protocol {cell.protocol!r} is not registered in this version of encircle"
         log.warning("cell %s skipped: %s", cell.name, note)
         return [_status_row(cell, "skipped", note, 0.0)]
@@ -266,7 +267,7 @@ def _run_cell(
             overrides={**cell.overrides, **overrides},
             progress=False,
         )
-        rows = _keep(cell, extract_rows(cell.protocol, folder))
+        rows = _keep(cell, extract_rows(get_protocol(cell.protocol).name, folder))
     except Exception as exc:  # a bench records a failing cell and goes on
         seconds = time.perf_counter() - started
         missing = _missing_data(cell, exc, config_file, overrides)

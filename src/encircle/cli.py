@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("run", parents=[common, config], help="run a named protocol")
-    p.add_argument("protocol", help="protocol name (see `encircle list`)")
+    p.add_argument("protocol", help="protocol name or alias (see `encircle list`)")
     p.add_argument("--out", help="output directory (default runs/PROTOCOL)")
     p.add_argument("--quick", action="store_true", help="a small version that finishes in under a minute")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_run)
 
-    p = sub.add_parser("demo", parents=[common], help="run the seed000 protocol into runs/demo")
+    p = sub.add_parser("demo", parents=[common], help="run the mnist-vs-fashion protocol into runs/demo")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true")
     p.set_defaults(handler=_cmd_demo)
@@ -207,11 +207,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from encircle.experiments import get_protocol, list_protocols
+    from encircle.experiments import get_protocol, list_protocols, protocol_aliases
     from encircle.methods import list_methods
     from encircle.models import list_models
 
-    print(_table(["protocol", "what it runs"], [[n, get_protocol(n).summary] for n in list_protocols()]))
+    protocols = [[n, ", ".join(protocol_aliases(n)) or "-", get_protocol(n).summary] for n in list_protocols()]
+    print(_table(["protocol", "alias", "what it runs"], protocols))
     print()
     print(_table(["method", "learns from", "hyperparameters (--set method.KEY=VALUE)"], _method_rows(list_methods())))
     print(f"\nmodels: {', '.join(list_models())}")
@@ -234,7 +235,7 @@ def _method_rows(names: list[str]) -> list[list[str]]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from encircle import distributed
-    from encircle.experiments import run_protocol
+    from encircle.experiments import get_protocol, run_protocol
 
     if args.nproc != 1:
         return _launch_torchrun(args)
@@ -243,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not main_rank:  # rank 0 logs, prints and writes; the others only warn
             for handler in logging.getLogger().handlers:
                 handler.setLevel(max(handler.level, logging.WARNING))
-        out = Path(args.out or f"runs/{args.protocol}")
+        out = Path(args.out or f"runs/{get_protocol(args.protocol).name}")
         if main_rank:
             _log_to_file(out)
         results = run_protocol(
@@ -282,7 +283,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _log_to_file(out)
-    results = run_protocol("seed000", out_dir=out, quick=args.quick, progress=_progress(args))
+    results = run_protocol("mnist-vs-fashion", out_dir=out, quick=args.quick, progress=_progress(args))
     _print_results(results, out)
     return 0
 

@@ -8,7 +8,7 @@ switch, no display needed), writes it atomically and returns the path. matplotli
 
 :func:`write_run_figures` draws every figure a run directory supports (its
 ``results.json`` history and its ``artifacts/*.npz``, see
-:mod:`encircle.experiments.artifacts`) into ``RUN/figures/``.
+:mod:`encircle.artifacts`) into ``RUN/figures/``.
 
 The two pieces of math are exact and tested: :func:`roc_curve` (OOD / unknown is the
 positive class; equal to ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``) and
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from encircle._io import atomic_open
+from encircle.artifacts import Artifacts, load_artifacts
 from encircle.errors import ConfigError, DataError
-from encircle.experiments.artifacts import Artifacts, load_artifacts
 from encircle.metrics import as_is_ood, auroc, confusion_matrix
 
 if TYPE_CHECKING:
@@ -385,7 +385,7 @@ def write_run_figures(out_dir: str | Path) -> list[Path]:
     """Draw every figure the run directory supports into ``out_dir/figures/``.
 
     From ``results.json``'s ``history`` (or ``history.jsonl``): ``training.png``. From the
-    artifacts (:func:`~encircle.experiments.artifacts.load_artifacts`): ``roc.png`` (one
+    artifacts (:func:`~encircle.artifacts.load_artifacts`): ``roc.png`` (one
     curve per artifact set with both kinds of sample) and, per set ``NAME``,
     ``NAME_scores.png``, ``NAME_output_space.png`` (2-D embeddings, one center and a
     radius) or ``NAME_embeddings.png`` (otherwise, with embeddings), ``NAME_confusion.png``

@@ -1,4 +1,8 @@
-"""A small name -> object registry shared by models, methods and protocols."""
+"""A small name -> object registry shared by models, methods and protocols.
+
+An entry may have *aliases*: other names that resolve to the same entry (the protocols'
+old ``seed00N`` names). :meth:`Registry.names` lists the entries' own names only.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
-    def add(self, name: str, entry: T) -> T:
-        """Register ``entry`` under ``name``; a name is registered once."""
-        if name in self._entries:
-            raise ConfigError(f"{self.kind} name {name!r} is registered twice")
+    def add(self, name: str, entry: T, aliases: tuple[str, ...] = ()) -> T:
+        """Register ``entry`` under ``name`` and its ``aliases``; every name is registered once."""
+        for taken in (name, *aliases):
+            if taken in self._entries or taken in self._aliases:
+                raise ConfigError(f"{self.kind} name {taken!r} is registered twice")
         self._entries[name] = entry
+        self._aliases.update(dict.fromkeys(aliases, name))
         return entry
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -30,10 +37,23 @@ class Registry(Generic[T]):
         return lambda entry: self.add(name, entry)
 
     def get(self, name: str) -> T:
-        """The entry called ``name``."""
+        """The entry called ``name`` (or aliased ``name``)."""
+        return self._entries[self.canonical(name)]
+
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is an entry's name or alias."""
+        return name in self._entries or name in self._aliases
+
+    def canonical(self, name: str) -> str:
+        """The entry's own name for ``name``, which may be an alias."""
+        name = self._aliases.get(name, name)
         if name not in self._entries:
             raise ConfigError(f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}")
-        return self._entries[name]
+        return name
+
+    def aliases(self, name: str) -> list[str]:
+        """The aliases of the entry ``name``, sorted."""
+        return sorted(alias for alias, target in self._aliases.items() if target == name)
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

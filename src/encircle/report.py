@@ -1,7 +1,8 @@
 """``encircle report``: one self-contained HTML page for a run or a bench directory.
 
 A **run directory** holds a ``results.json`` object (as :func:`~encircle.experiments.run_protocol`
-writes it). Its page shows the metrics, the protocol's ``table``, every figure
+writes it). Its page shows the metrics, the protocol's ``table``, its result rows
+(:mod:`encircle.results`, one sortable table), every figure
 (:func:`~encircle.figures.write_run_figures` is run first when matplotlib is installed;
 every PNG in ``figures/`` is embedded), the data provenance, the configuration, the
 per-epoch history as a table, any other fields and the versions.
@@ -41,7 +42,18 @@ REPORT_FILE = "report.html"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: The ``results.json`` fields with a section of their own; the rest go to "Other fields".
-_RUN_FIELDS = ("protocol", "quick", "data_source", "data", "config", "metrics", "table", "history", "wall_seconds")
+_RUN_FIELDS = (
+    "protocol",
+    "quick",
+    "data_source",
+    "data",
+    "config",
+    "metrics",
+    "table",
+    "rows",
+    "history",
+    "wall_seconds",
+)
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -150,6 +162,9 @@ def _run_body(run: Path, results: Mapping[str, Any], level: int) -> str:
     table = results.get("table")
     if isinstance(table, list) and table and all(isinstance(r, Mapping) for r in table):
         parts.append(f"<{h}>Results table</{h}>\n" + _rows_table(table))
+    rows = results.get("rows")
+    if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
+        parts.append(f"<{h}>Result rows</{h}>\n" + _rows_table(rows))
     parts.append(f"<{h}>Figures</{h}>\n" + _figures(run))
     parts.append(f"<{h}>Data provenance</{h}>\n" + _provenance(results))
     config = results.get("config")

@@ -1,4 +1,4 @@
-"""Open-set evaluation shared by the protocols: one function from predictions to metrics."""
+"""What the protocols share in evaluation: open-set metrics from predictions, and labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from collections.abc import Sequence
 
 import torch
 
+from encircle.config import RunConfig
 from encircle.metrics import accuracy, confusion_matrix, ood_metrics, oscr
+
+#: method name -> how tables write it
+_LABELS = {"cac": "CAC", "mchad": "MCHAD", "deep-svdd": "Deep SVDD", "deep-sad": "Deep SAD", "ognet": "OGNet"}
 
 
 def open_set_metrics(
@@ -50,3 +54,19 @@ def open_set_confusion(
 def mean_and_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (``None`` for a single value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def method_label(config: RunConfig) -> str:
+    """``CAC``, ``MCHAD``, ``softmax + energy``, ... for the method of ``config``."""
+    name = config.method.name
+    if name == "softmax":
+        return f"softmax + {config.method['score_rule']}"
+    return _LABELS.get(name, name)
+
+
+def class_list(values: Sequence[int]) -> str:
+    """``[0..9]`` as ``0-9``; other lists as ``0,3,5``."""
+    ordered = sorted(values)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(map(str, ordered))

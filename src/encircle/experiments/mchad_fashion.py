@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from encircle.artifacts import save_scores
 from encircle.config import (
     CalibrationConfig,
     DataConfig,
@@ -39,10 +40,13 @@ from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
 from encircle.engine import inference_batch_size
 from encircle.errors import ConfigError
-from encircle.experiments.artifacts import save_scores
+from encircle.experiments.evaluation import class_list
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.softmax import SCORE_RULES, SoftmaxClassifier
 from encircle.metrics import accuracy, ood_metrics
+from encircle.results import SUMMARY, ResultRow, metric_rows
+
+NAME = "mchad-fashion"
 
 #: (row label, overrides, whether the method sees the outliers)
 VARIANTS: tuple[tuple[str, dict[str, Any], bool], ...] = (
@@ -93,6 +97,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     split = make_split(config)
     rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
+    configs: dict[str, RunConfig] = {}
     for label, changes, exposure in VARIANTS:
         variant = with_overrides(config, changes)
         slug = label.split(" (")[0].lower().replace(" + ", "-").replace(" ", "-")
@@ -108,8 +113,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         if variant.method.name == "softmax":
             posthoc = _posthoc_scores(detector, split, seconds)
             metrics.update(posthoc)
+            configs |= {f"softmax + {r}": with_overrides(variant, {"method.score_rule": r}) for r in SCORE_RULES}
             rows.extend(_row(name, m) for name, m in posthoc.items())
             continue
+        configs[label] = variant
         classifies = detector.method_.classifies
         metrics[label] = _evaluate(detector, split, classifies) | {"train_seconds": seconds}
         rows.append(_row(label, metrics[label]))
@@ -123,6 +130,25 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
             threshold=detector.threshold_,
         )
     best = max((m for m in metrics if m != "Deep SVDD (one-class)"), key=lambda m: metrics[m]["near_auroc"])
+    known = class_list(config.osr.known_classes)
+    test_sets = {
+        "near": f"{config.data.name} {known} vs {class_list(split.near_classes)} (near)",
+        "far": f"{config.data.name} {known} vs {config.data.ood} (far)",
+    }
+    result_rows: list[ResultRow] = []
+    for method, values in metrics.items():
+        for test, dataset in test_sets.items():
+            measured = {"accuracy": values.get("accuracy")}
+            measured |= {k.removeprefix(f"{test}_"): v for k, v in values.items() if k.startswith(f"{test}_")}
+            result_rows += metric_rows(
+                NAME,
+                configs[method],
+                dataset=dataset,
+                split=SUMMARY,
+                method=method,
+                metrics=measured,
+                seconds=values["train_seconds"],
+            )
     return {
         "data_source": "; ".join(
             dict.fromkeys(part for d in (split.train, split.far) for part in d.source.split("; "))
@@ -135,6 +161,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         },
         "metrics": {"per_method": metrics, "best_near_auroc": best},
         "table": rows,
+        "rows": result_rows,
     }
 
 
@@ -183,7 +210,7 @@ def _row(label: str, m: dict[str, float]) -> dict[str, Any]:
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="mchad-fashion",
+        name=NAME,
         summary="Fashion-MNIST 6 known / 2 outlier / 2 unknown classes + MNIST far-OOD: MCHAD (+OE) vs CAC, "
         "Deep SVDD, softmax post-hoc scores",
         defaults=RunConfig(

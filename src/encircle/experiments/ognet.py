@@ -37,13 +37,18 @@ from encircle.detector import Detector
 from encircle.engine import score_samples
 from encircle.errors import TrainingError
 from encircle.experiments import oneclass
+from encircle.experiments.evaluation import class_list
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.base import Method
 from encircle.metrics import auroc
+from encircle.results import SUMMARY, ResultRow, metric_rows
 
+NAME = "ognet-mnist"
 #: test images of each anomaly class (the authors' MNIST test set)
 ANOMALIES_PER_CLASS = 100
 COLUMNS = {"deep_svdd": "Deep SVDD %", "ognet_phase_one": "OGNet phase 1 %", "ognet_phase_two": "OGNet phase 2 %"}
+#: key of COLUMNS -> the method as result rows name it
+METHODS = {"deep_svdd": "Deep SVDD", "ognet_phase_one": "OGNet, phase 1", "ognet_phase_two": "OGNet, phase 2"}
 
 
 def ognet_test_split(test: ImageDataset, normal: int, per_class: int, seed: int) -> ImageDataset:
@@ -79,6 +84,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     test_all = load_dataset(config.data.name, "test", root=root, seed=config.seed)
     classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
     per_class: dict[str, dict[str, float]] = {key: {} for key in COLUMNS}
+    seconds: dict[str, dict[str, float]] = {key: {} for key in COLUMNS}
     histories: dict[str, Any] = {}
     sizes: dict[str, dict[str, int]] = {}
     for normal in classes:
@@ -104,6 +110,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
             raise TrainingError("Detector.fit returned without a training history")
         per_class["ognet_phase_one"][str(normal)] = result.phase_record("phase-one")["test_auroc"]
         per_class["ognet_phase_two"][str(normal)] = result.phase_record("phase-two")["test_auroc"]
+        seconds["deep_svdd"][str(normal)] = svdd.fit_result_.seconds if svdd.fit_result_ else 0.0
+        seconds["ognet_phase_one"][str(normal)] = _phase_seconds(result.history, "phase-one")
+        seconds["ognet_phase_two"][str(normal)] = result.seconds  # phase two stands on phase one
         histories[f"class{normal}"] = {
             "deep_svdd": svdd.fit_result_.history if svdd.fit_result_ else [],
             "ognet": result.history,
@@ -115,6 +124,29 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     ]
     if len(classes) > 1:
         rows.append({"normal class": "mean", **{COLUMNS[key]: round(100 * means[key], 1) for key in COLUMNS}})
+    dataset = f"{config.data.name}, normal class {class_list(classes)} vs 100 of each other class"
+    configs = {"deep_svdd": deep_svdd_config(config), "ognet_phase_one": config, "ognet_phase_two": config}
+    result_rows: list[ResultRow] = []
+    for key, method in METHODS.items():
+        for c in classes:
+            result_rows += metric_rows(
+                NAME,
+                configs[key],
+                dataset=dataset,
+                split=f"class{c}",
+                method=method,
+                metrics={"auroc": per_class[key][str(c)]},
+                seconds=seconds[key][str(c)],
+            )
+        result_rows += metric_rows(
+            NAME,
+            configs[key],
+            dataset=dataset,
+            split=SUMMARY,
+            method=method,
+            metrics={"auroc": means[key]},
+            seconds=sum(seconds[key].values()),
+        )
     return {
         "data_source": train_all.source,
         "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all), "per_class": sizes},
@@ -125,12 +157,18 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "table": rows,
         "history": histories,
         "paper": "Zaheer et al., Old is Gold, CVPR 2020 (OGNet); Ruff et al., ICML 2018 (Deep SVDD)",
+        "rows": result_rows,
     }
+
+
+def _phase_seconds(history: list[dict[str, Any]], phase: str) -> float:
+    """Training seconds of ``phase``: the sum over its history records."""
+    return float(sum(record.get("seconds", 0.0) for record in history if record.get("phase") == phase))
 
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="ognet-mnist",
+        name=NAME,
         summary="OGNet (phase one, phase two) beside Deep SVDD: one digit normal, 100 test images of each other",
         defaults=RunConfig(
             seed=0,

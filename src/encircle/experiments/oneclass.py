@@ -36,8 +36,13 @@ from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
 from encircle.errors import ConfigError
+from encircle.experiments.evaluation import class_list, method_label
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.metrics import auroc
+from encircle.results import SUMMARY, ResultRow, metric_rows
+
+NAME = "oneclass"
+CITATION = "Ruff et al., Deep One-Class Classification, ICML 2018, Table 1 (one-class Deep SVDD)"
 
 #: Deep SVDD (one-class objective) AUROC in %, Ruff et al., ICML 2018, Table 1.
 PAPER_AUROC = {
@@ -60,12 +65,17 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     known = sorted(set(train_all.labels.tolist()))
     per_class: dict[str, list[float]] = {}
     histories: dict[str, Any] = {}
+    dataset = f"{config.data.name}, normal class {class_list(classes)} (one at a time) vs the rest"
+    label = _label(config)
+    result_rows: list[ResultRow] = []
+    seconds = 0.0
     for normal in classes:
         train = stratified_subset(one_class(train_all, normal, train=True), config.data.max_train, config.seed)
         test = one_class(test_all, normal, train=False)
         anomalies = labelled_anomalies(train_all, normal, len(train), known, config)
         for seed in seeds:
-            detector = Detector(dataclasses.replace(config, seed=seed))
+            seeded = dataclasses.replace(config, seed=seed)
+            detector = Detector(seeded)
             detector.fit(
                 train,
                 outliers=anomalies,
@@ -73,8 +83,20 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
                 resume=ctx.resume,
                 progress=ctx.progress,
             )
-            per_class.setdefault(str(normal), []).append(auroc(detector.score(test), test.labels))
+            value = auroc(detector.score(test), test.labels)
+            per_class.setdefault(str(normal), []).append(value)
             histories[f"class{normal}/seed{seed}"] = detector.fit_result_.history if detector.fit_result_ else []
+            fit_seconds = detector.fit_result_.seconds if detector.fit_result_ else 0.0
+            seconds += fit_seconds
+            result_rows += metric_rows(
+                NAME,
+                seeded,
+                dataset=dataset,
+                split=f"class{normal}",
+                method=label,
+                metrics={"auroc": value},
+                seconds=fit_seconds,
+            )
     means = {c: statistics.fmean(v) for c, v in per_class.items()}
     seed_means = [statistics.fmean(per_class[c][i] for c in per_class) for i in range(len(seeds))]
     rows = []
@@ -90,8 +112,23 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "std_auroc": statistics.stdev(seed_means) if len(seeds) > 1 else None,
         "per_class_auroc_per_seed": per_class,
     }
+    summary = {"auroc": metrics["mean_auroc"]}
+    result_rows += metric_rows(
+        NAME, config, dataset=dataset, split=SUMMARY, method=label, metrics=summary, seconds=seconds
+    )
     if paper:
         metrics["paper_mean_auroc"] = statistics.fmean(paper[c] for c in classes) / 100
+        which = f"class {classes[0]}" if len(classes) == 1 else f"mean of classes {class_list(classes)}"
+        result_rows += metric_rows(
+            NAME,
+            config,
+            dataset=dataset,
+            split=SUMMARY,
+            method=label,
+            metrics={"paper_auroc": metrics["paper_mean_auroc"]},
+            seconds=0.0,
+            note=f"{CITATION}, {which}",
+        )
     return {
         "data_source": train_all.source,
         "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all)},
@@ -99,8 +136,15 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "table": rows,
         "seeds": list(seeds),
         "history": histories,
-        "paper": "Ruff et al., Deep One-Class Classification, ICML 2018, Table 1 (one-class Deep SVDD)",
+        "paper": CITATION,
+        "rows": result_rows,
     }
+
+
+def _label(config: RunConfig) -> str:
+    """``Deep SVDD (one-class)``: the method, with its objective where it has one."""
+    params = config.method.hyperparameters()
+    return f"{method_label(config)} ({params['objective']})" if "objective" in params else method_label(config)
 
 
 def labelled_anomalies(
@@ -125,7 +169,7 @@ def labelled_anomalies(
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="oneclass",
+        name=NAME,
         summary="Deep SVDD one-class sweep: each class normal, the rest anomalies; per-class AUROC vs the paper",
         defaults=RunConfig(
             seed=0,

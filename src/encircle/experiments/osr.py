@@ -25,14 +25,18 @@ from typing import Any
 
 import torch
 
+from encircle.artifacts import save_scores
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, open_set, stratified_subset
 from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
 from encircle.errors import ConfigError
-from encircle.experiments.artifacts import save_scores
-from encircle.experiments.evaluation import mean_and_std, open_set_metrics
+from encircle.experiments.evaluation import mean_and_std, method_label, open_set_metrics
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
+from encircle.results import SUMMARY, ResultRow, metric_rows
+
+NAME = "osr"
+CITATION = "Miller et al., Class Anchor Clustering, WACV 2021, Table 1 (CAC AUROC, mean of 5 trials)"
 
 #: Known classes of the five open-set trials (MNIST, SVHN, CIFAR-10), DESIGN.md.
 TRIALS: tuple[tuple[int, ...], ...] = (
@@ -78,6 +82,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     per_split: dict[str, dict[str, float]] = {}
     histories: dict[str, Any] = {}
     rows = []
+    sizes = "/".join(sorted({str(len(known)) for _, known in splits}))
+    dataset = f"{config.data.name}, {sizes} known classes, {', '.join(name for name, _ in splits)}"
+    label = method_label(config)
+    result_rows: list[ResultRow] = []
     for name, known in splits:
         train = stratified_subset(open_set(train_all, known, train=True), config.data.max_train, config.seed)
         test = open_set(test_all, known, train=False)
@@ -89,6 +97,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         per_split[name] = metrics
         histories[name] = detector.fit_result_.history if detector.fit_result_ else []
         rows.append(_row(name, known, metrics))
+        reported = {k: metrics[k] for k in REPORTED}
+        result_rows += metric_rows(
+            NAME, config, dataset=dataset, split=name, method=label, metrics=reported, seconds=metrics["train_seconds"]
+        )
         _save_artifacts(ctx, name, classes, scores, test, detector.threshold_)
     summary = {k: mean_and_std([m[k] for m in per_split.values()]) for k in (*REPORTED, "train_seconds")}
     if len(per_split) > 1:
@@ -97,8 +109,23 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     metrics_out.update({f"std_{k}": std for k, (_, std) in summary.items() if k in REPORTED})
     metrics_out["per_trial"] = per_split
     paper = PAPER_AUROC.get(config.data.name) if config.method.name == "cac" else None
+    summary_rows = {k: metrics_out[f"mean_{k}"] for k in REPORTED}
+    seconds = sum(m["train_seconds"] for m in per_split.values())
+    result_rows += metric_rows(
+        NAME, config, dataset=dataset, split=SUMMARY, method=label, metrics=summary_rows, seconds=seconds
+    )
     if paper is not None:
         metrics_out["paper_auroc"] = paper
+        result_rows += metric_rows(
+            NAME,
+            config,
+            dataset=dataset,
+            split=SUMMARY,
+            method=label,
+            metrics={"paper_auroc": paper},
+            seconds=0.0,
+            note=CITATION,
+        )
     return {
         "data_source": train_all.source,
         "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all)},
@@ -106,7 +133,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "metrics": metrics_out,
         "table": rows,
         "history": histories,
-        "paper": "Miller et al., Class Anchor Clustering, WACV 2021, Table 1 (CAC AUROC, mean of 5 trials)",
+        "paper": CITATION,
+        "rows": result_rows,
     }
 
 
@@ -159,7 +187,7 @@ def _save_artifacts(
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="osr",
+        name=NAME,
         summary="Open-set recognition trials (6 known / 4 unknown classes): CAC by default; accuracy, AUROC, OSCR",
         defaults=RunConfig(
             seed=0,

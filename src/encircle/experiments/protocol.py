@@ -2,9 +2,11 @@
 
 :func:`run_protocol` composes a protocol's defaults with ``--quick``, a TOML file and
 ``--set`` overrides (in that order), runs it, and writes ``OUT/results.json``
-(protocol, data sources and sizes, config, metrics, per-epoch history, wall time and
-versions) atomically, then draws the run's figures into ``OUT/figures`` when matplotlib
-is installed (:func:`encircle.figures.write_run_figures`).
+(protocol, data sources and sizes, config, metrics, per-epoch history, the result rows
+of :mod:`encircle.results`, wall time and versions) atomically, then draws the run's
+figures into ``OUT/figures`` when matplotlib is installed
+(:func:`encircle.figures.write_run_figures`). A protocol may have aliases (its old
+``seed00N`` name); every one resolves to the protocol, and results carry its own name.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from encircle import __version__, distributed
 from encircle._io import atomic_write_json
 from encircle.config import RunConfig, flatten, load_toml, with_overrides
 from encircle.data.dataset import ImageDataset
-from encircle.errors import DataError
+from encircle.errors import DataError, TrainingError
 from encircle.registry import Registry
+from encircle.results import ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,9 @@ class RunContext:
 class Protocol:
     """A named experiment.
 
-    ``run`` returns a dict with at least ``metrics`` and ``data``; :func:`run_protocol`
-    adds the rest of ``results.json``.
+    ``run`` returns a dict with at least ``metrics``, ``data`` and ``rows`` (a list of
+    :class:`~encircle.results.ResultRow` of this protocol); :func:`run_protocol` adds the
+    rest of ``results.json``. ``aliases`` are other names the protocol answers to.
     """
 
     name: str
@@ -53,16 +57,18 @@ class Protocol:
     defaults: RunConfig
     run: Callable[[RunConfig, RunContext], dict[str, Any]]
     quick: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 get_protocol = PROTOCOLS.get
 list_protocols = PROTOCOLS.names
+protocol_aliases = PROTOCOLS.aliases
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
-    """Add ``protocol`` to the registry under its name."""
-    return PROTOCOLS.add(protocol.name, protocol)
+    """Add ``protocol`` to the registry under its name and its aliases."""
+    return PROTOCOLS.add(protocol.name, protocol, protocol.aliases)
 
 
 def build_config(
@@ -91,20 +97,21 @@ def run_protocol(
     resume: bool = False,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Run protocol ``name`` and write ``out_dir/results.json``; returns the results."""
+    """Run protocol ``name`` (or an alias) and write ``out_dir/results.json``; returns the results."""
     protocol = get_protocol(name)
     config = build_config(protocol, quick=quick, config_file=config_file, overrides=overrides)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"output directory {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    log.info("protocol %s -> %s", name, out)
+    log.info("protocol %s -> %s", protocol.name, out)
     started = time.perf_counter()
     results = protocol.run(config, RunContext(out, resume, progress))
     results = {
-        "protocol": name,
+        "protocol": protocol.name,
         "quick": quick,
         **results,
+        "rows": _row_dicts(protocol.name, results.get("rows")),
         "config": config.to_dict(),
         "wall_seconds": time.perf_counter() - started,
         "versions": versions(),
@@ -115,9 +122,18 @@ def run_protocol(
     return results
 
 
+def _row_dicts(protocol: str, rows: Any) -> list[dict[str, Any]]:
+    """The protocol's result rows as JSON objects, checked to be rows of ``protocol``."""
+    if not isinstance(rows, list) or not all(isinstance(r, ResultRow) and r.protocol == protocol for r in rows):
+        raise TrainingError(
+            f"protocol {protocol!r} must return its result rows (a list of ResultRow), got {rows!r:.80}"
+        )
+    return [row.to_dict() for row in rows]
+
+
 def _write_figures(out: Path) -> None:
     """Draw the run's figures into ``out/figures`` when matplotlib is installed."""
-    from encircle.figures import plotting_available, write_run_figures  # figures load the artifacts of this package
+    from encircle.figures import plotting_available, write_run_figures  # matplotlib loads on use
 
     if not plotting_available():
         log.info("no figures: matplotlib is not installed (pip install encircle[plot])")

@@ -1,4 +1,4 @@
-"""Protocol ``seed002``: the Deep SVDD review's MNIST class-0 experiment.
+"""Protocol ``ae-pretraining`` (alias ``seed002``): the Deep SVDD review's MNIST class-0 experiment.
 
 The review (seed 002) trains Deep SVDD on MNIST digit 0 (the nine other digits are
 anomalies) once from scratch for 150 epochs and once with autoencoder pretraining
@@ -15,8 +15,11 @@ from typing import Any
 
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.experiments import oneclass
+from encircle.experiments.evaluation import class_list
 from encircle.experiments.protocol import Protocol, RunContext, register_protocol
+from encircle.results import PAPER, SUMMARY, ResultRow, metric_rows
 
+NAME = "ae-pretraining"
 #: ROC AUC (%) the review reports for normal class 0.
 REVIEW_AUROC = {"no pretraining": 98.25, "pretraining": 98.67}
 
@@ -33,10 +36,29 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         ),
     }
     rows, metrics, runs = [], {}, {}
+    classes = config.data.normal_classes or tuple(range(10))
+    dataset = f"{config.data.name}, normal class {class_list(classes)} vs the rest"
+    result_rows: list[ResultRow] = []
     for name, variant in variants.items():
         sub = RunContext(ctx.out_dir / name.replace(" ", "-"), ctx.resume, ctx.progress)
         result = oneclass.run(variant, sub)
         value = result["metrics"]["mean_auroc"]
+        method = f"Deep SVDD, {name}"
+        result_rows += [  # the one-class runs' rows, as this protocol's
+            dataclasses.replace(row, protocol=NAME, dataset=dataset, method=method)
+            for row in result["rows"]
+            if not row.metric.startswith(PAPER)
+        ]
+        result_rows += metric_rows(
+            NAME,
+            variant,
+            dataset=dataset,
+            split=SUMMARY,
+            method=method,
+            metrics={"paper_auroc": REVIEW_AUROC[name] / 100},
+            seconds=0.0,
+            note="Deep SVDD review, seed 002, class 0",
+        )
         metrics[f"auroc_{name.replace(' ', '_')}"] = value
         rows.append(
             {
@@ -55,12 +77,14 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "metrics": metrics,
         "table": rows,
         "runs": {name: {"metrics": r["metrics"], "history": r["history"]} for name, r in runs.items()},
+        "rows": result_rows,
     }
 
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="seed002",
+        name=NAME,
+        aliases=("seed002",),
         summary="Deep SVDD on MNIST class 0 with vs without autoencoder pretraining (the review's experiment)",
         defaults=RunConfig(
             seed=0,

@@ -1,4 +1,4 @@
-"""End to end: the seed000 protocol trains Deep SVDD on real MNIST digits and detects
+"""End to end: the mnist-vs-fashion protocol trains Deep SVDD on real MNIST digits and detects
 Fashion-MNIST as out-of-distribution well above chance."""
 
 import json
@@ -10,10 +10,10 @@ from encircle.errors import DataError
 from encircle.experiments import run_protocol
 
 
-def test_seed000_quick_learns_on_real_digits(tmp_path, capsys):
+def test_mnist_vs_fashion_quick_learns_on_real_digits(tmp_path, capsys):
     try:
         results = run_protocol(
-            "seed000",
+            "mnist-vs-fashion",
             out_dir=tmp_path,
             quick=True,
             overrides={"data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2},
@@ -37,7 +37,7 @@ def test_cli_run_prints_the_table(tmp_path, capsys):
     code = main(
         [
             "run",
-            "seed000",
+            "mnist-vs-fashion",
             "--quick",
             "--out",
             str(tmp_path),
@@ -60,14 +60,25 @@ def test_cli_run_prints_the_table(tmp_path, capsys):
 def test_resume_continues_a_stopped_run(tmp_path):
     small = {"data.max_train": 500, "data.max_test": 300, "train.eval_every": 0}
     try:
-        run_protocol("seed000", out_dir=tmp_path, quick=True, overrides={**small, "train.epochs": 1}, progress=False)
+        run_protocol(
+            "mnist-vs-fashion", out_dir=tmp_path, quick=True, overrides={**small, "train.epochs": 1}, progress=False
+        )
     except DataError as exc:  # pragma: no cover - only without `make setup`
         pytest.skip(f"offline data missing: {exc}")
     resumed = run_protocol(
-        "seed000", out_dir=tmp_path, quick=True, overrides={**small, "train.epochs": 2}, resume=True, progress=False
+        "mnist-vs-fashion",
+        out_dir=tmp_path,
+        quick=True,
+        overrides={**small, "train.epochs": 2},
+        resume=True,
+        progress=False,
     )
     straight = run_protocol(
-        "seed000", out_dir=tmp_path / "straight", quick=True, overrides={**small, "train.epochs": 2}, progress=False
+        "mnist-vs-fashion",
+        out_dir=tmp_path / "straight",
+        quick=True,
+        overrides={**small, "train.epochs": 2},
+        progress=False,
     )
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     assert resumed["metrics"]["auroc"] == straight["metrics"]["auroc"], "resume is exact on CPU"

@@ -1,4 +1,4 @@
-"""Protocol ``seed000``: Deep SVDD on MNIST, tested against Fashion-MNIST as OOD.
+"""Protocol ``mnist-vs-fashion`` (alias ``seed000``): Deep SVDD on MNIST, tested against Fashion-MNIST as OOD.
 
 The experiment of the pytorch-ood Deep SVDD example: the seed-000 bias-free network with
 a 2-D output is trained on the MNIST training digits (all ten classes are "normal"),
@@ -14,15 +14,19 @@ from typing import Any
 
 import torch
 
+from encircle.artifacts import embed_samples, save_scores
 from encircle.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, ood_union, stratified_subset
 from encircle.detector import Detector
 from encircle.engine import score_samples
-from encircle.experiments.artifacts import embed_samples, save_scores
+from encircle.experiments.evaluation import method_label
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.methods.base import Method
 from encircle.methods.svdd import DeepSVDD
 from encircle.metrics import ood_metrics
+from encircle.results import SUMMARY, metric_rows
+
+NAME = "mnist-vs-fashion"
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -64,6 +68,21 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     )
     _save_artifacts(ctx, detector, test, labels, scores, accepted, config)
     fit_result = detector.fit_result_
+    seconds = fit_result.seconds if fit_result else 0.0
+    net = f"{config.model.name} net, {config.model.out_features}-d"
+    rows = metric_rows(
+        NAME,
+        config,
+        dataset=f"{config.data.name} vs {config.data.ood} (OOD)",
+        split=SUMMARY,
+        method=f"{method_label(config)} ({net})",
+        metrics={
+            **ood_metrics(scores, labels),
+            "accepted_known": metrics["accepted_in"],
+            "rejected_unknown": 1.0 - metrics["accepted_out"],
+        },
+        seconds=seconds,
+    )
     return {
         "data_source": "; ".join(dict.fromkeys(ds.source for ds in (train, test_in, test_out))),
         "data": {
@@ -73,7 +92,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         },
         "metrics": metrics,
         "history": fit_result.history if fit_result else [],
-        "train_seconds": fit_result.seconds if fit_result else 0.0,
+        "train_seconds": seconds,
+        "rows": rows,
     }
 
 
@@ -117,7 +137,8 @@ def _save_artifacts(
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="seed000",
+        name=NAME,
+        aliases=("seed000",),
         summary="Deep SVDD (seed-000 net, 2-D output) on MNIST; Fashion-MNIST test set as OOD",
         defaults=RunConfig(
             seed=1234,

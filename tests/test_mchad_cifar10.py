@@ -1,4 +1,4 @@
-"""Protocol seed001 on tiny local copies of its datasets and weights (the real ones need a download)."""
+"""Protocol mchad-cifar10 (alias seed001) on tiny local copies of its datasets and weights."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ pytest.importorskip("PIL.Image")
 
 def test_offline_run_stops_with_the_data_message(isolated_cache, tmp_path):
     with pytest.raises(DataError, match=r"dataset 'cifar10' \(train\) not found.*--set data.root=DIR"):
-        run_protocol("seed001", out_dir=tmp_path, quick=True, progress=False)
+        run_protocol("mchad-cifar10", out_dir=tmp_path, quick=True, progress=False)
 
 
 def test_runs_on_local_files_with_pretrained_weights(isolated_cache, tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_runs_on_local_files_with_pretrained_weights(isolated_cache, tmp_path, m
         "model.widen_factor": 1,
         "train.batch_size": 32,
     }
-    results = run_protocol("seed001", out_dir=tmp_path / "run", quick=True, overrides=overrides, progress=False)
+    results = run_protocol("mchad-cifar10", out_dir=tmp_path / "run", quick=True, overrides=overrides, progress=False)
     assert {"accuracy", "auroc", "aupr_in", "aupr_out"} <= set(results["metrics"])
     data = results["data"]
     assert (data["train"]["size"], data["test_in"]["size"], data["test_out"]["size"]) == (150, 30, 5)

@@ -1,4 +1,4 @@
-"""Protocol ``seed001``: MCHAD on CIFAR-10 with a pretrained WideResNet and outlier exposure.
+"""Protocol ``mchad-cifar10`` (alias ``seed001``): MCHAD on CIFAR-10 with a pretrained WideResNet and outlier exposure.
 
 The experiment of the pytorch-ood MCHAD example (seed 001): a WRN-40-2 pretrained on
 32x32 ImageNet without the CIFAR-10 classes (``imagenet32-nocifar``, Hendrycks et al.,
@@ -23,12 +23,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from encircle.artifacts import save_scores
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, ood_union, stratified_subset
 from encircle.detector import Detector
-from encircle.experiments.artifacts import save_scores
+from encircle.experiments.evaluation import method_label
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.metrics import accuracy, ood_metrics
+from encircle.results import SUMMARY, metric_rows
+
+NAME = "mchad-cifar10"
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -57,17 +61,29 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     metrics = {"accuracy": accuracy(classes[known], test.labels[known]), **ood_metrics(scores, test.labels)}
     save_scores(ctx.out_dir, "test", scores=scores, labels=test.labels, threshold=detector.threshold_)
     used = [train, test_in, test_out] + ([outliers] if outliers is not None else [])
+    exposure = f" + outlier exposure ({cap.outliers})" if cap.outliers else ""
+    rows = metric_rows(
+        NAME,
+        config,
+        dataset=f"{cap.name} vs {cap.ood} (OOD)",
+        split=SUMMARY,
+        method=f"{method_label(config)}{exposure}, {config.model.name} net",
+        metrics=metrics,
+        seconds=detector.fit_result_.seconds if detector.fit_result_ else 0.0,
+    )
     return {
         "data_source": "; ".join(dict.fromkeys(ds.source for ds in used)),
         "data": dict(zip(("train", "test_in", "test_out", "outliers"), map(describe_dataset, used), strict=False)),
         "metrics": metrics,
         "history": detector.fit_result_.history if detector.fit_result_ else [],
+        "rows": rows,
     }
 
 
 PROTOCOL = register_protocol(
     Protocol(
-        name="seed001",
+        name=NAME,
+        aliases=("seed001",),
         summary="MCHAD on CIFAR-10, pretrained WRN-40-2, TinyImages300k outliers, Textures as OOD (needs downloads)",
         defaults=RunConfig(
             seed=123,
