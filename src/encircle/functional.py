@@ -129,13 +129,20 @@ def mchad_loss(
 ) -> torch.Tensor:
     """MCHAD loss (Kirchheim et al., ICPR 2022) on Euclidean distances to the class centers.
 
-    ``L = w_ce * mean_known CE(-d, y) + w_center * mean_known d_y^2
-    + w_oe * sum_outliers sum_k max(0, m^2 - d_k^2)``
+    With ``s_k = d_k^2`` the squared distances:
 
-    Known samples have labels ``0..K-1``, outliers ``-1``. The first two terms average over
-    the known samples of the batch and the outlier term *sums* over its outliers (as the
-    reference implementation, pytorch-ood's ``MCHADLoss``, so ``w_oe`` keeps its meaning
-    there); a term without samples in the batch is 0.
+    ``L = w_ce * mean_known CE(-s, y) + w_center * mean_known s_y
+    + w_oe * sum_outliers sum_k max(0, m^2 - s_k)``
+
+    The classification term is the paper's ``L_Delta = log(1 + sum_{i != y} exp(s_y - s_i))``,
+    a softmax over the *negative squared* distances (the authors' code feeds its squared
+    distance matrix to the cross-entropy); the center term is the paper's ``L_Lambda``
+    with radius 0; the outlier term is the paper's ``L_Theta`` (``(r + m)^2 - s_k`` with
+    ``r = 0``). Known samples have labels ``0..K-1``, outliers ``-1``. The first two terms
+    average over the known samples of the batch and the outlier term *sums* over its
+    outliers (as the authors' code and pytorch-ood's ``MCHADLoss``, so ``w_oe`` keeps its
+    scale there); a term without samples in the batch is 0. ``docs/mchad.md`` lists where
+    the authors' code differs from the paper and which one this follows.
 
     Args:
         distances: ``(N, K)`` distances ``||f(x) - mu_k||``.
@@ -145,11 +152,12 @@ def mchad_loss(
     """
     known = labels >= 0
     zero = distances.new_zeros(())
+    squared = distances.pow(2)
     if bool(known.any()):
-        d_known, y = distances[known], labels[known]
-        ce = torch.nn.functional.cross_entropy(-d_known, y)
-        center = d_known.gather(1, y.unsqueeze(1)).pow(2).mean()
+        s_known, y = squared[known], labels[known]
+        ce = torch.nn.functional.cross_entropy(-s_known, y)
+        center = s_known.gather(1, y.unsqueeze(1)).mean()
     else:
         ce = center = zero
-    outlier = (margin**2 - distances[~known].pow(2)).clamp(min=0).sum() if bool((~known).any()) else zero
+    outlier = (margin**2 - squared[~known]).clamp(min=0).sum() if bool((~known).any()) else zero
     return weight_ce * ce + weight_center * center + weight_oe * outlier

@@ -4,7 +4,7 @@ The network maps inputs to an embedding of size ``D`` (``model.out_features``) w
 *learnable* center ``mu_k`` per known class. With ``d_k = ||f(x) - mu_k||``
 (:func:`encircle.functional.mchad_loss`):
 
-* known samples are classified by a softmax over ``-d`` (cross-entropy) and pulled to
+* known samples are classified by a softmax over ``-d^2`` (cross-entropy) and pulled to
   their center (``d_y^2``);
 * outliers (label ``-1``, outlier exposure) are pushed at least ``margin`` away from
   every center.
@@ -34,9 +34,13 @@ class MCHAD(Method):
     Args:
         net: the network; its ``out_features`` is the embedding size ``D``.
         num_classes: the number ``K >= 2`` of known classes.
-        weight_ce, weight_center, weight_oe: the loss weights (``>= 0``).
-        margin: distance outliers are pushed beyond (``>= 0``).
+        weight_ce: weight of the classification term (authors' config: 1.5).
+        weight_center: weight of the pull to the own center (authors': 1.0).
+        weight_oe: weight of the summed outlier term (authors': 1e-5).
+        margin: distance outliers are pushed beyond, ``>= 0`` (paper: 4).
 
+    The defaults are the authors' released CIFAR-10 configuration with outlier exposure
+    (``kkirchheim/mchad``, ``configs/experiment/cifar10-gmchad.yaml``; ``docs/mchad.md``).
     The centers start as standard normal draws (as pytorch-ood's ``ClassCenters``) and
     are trained with the network, by the same optimiser.
     """
@@ -51,9 +55,9 @@ class MCHAD(Method):
         net: Backbone,
         num_classes: int = 2,
         *,
-        weight_ce: float = 1.0,
+        weight_ce: float = 1.5,
         weight_center: float = 1.0,
-        weight_oe: float = 1.0,
+        weight_oe: float = 1e-5,
         margin: float = 4.0,
     ) -> None:
         super().__init__(net, num_classes)
