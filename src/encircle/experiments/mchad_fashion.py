@@ -5,7 +5,9 @@ pullover, dress, coat, sandal), ``osr.outlier_classes`` (default 6-7: shirt, sne
 given to training as outliers, and the remaining classes (8-9: bag, ankle boot) held
 out as *near* unknowns at test time, disjoint from the outliers. MNIST test digits are
 the *far* unknowns. Every method trains on the same known training images with the same
-network, optimiser and schedule:
+network (``classifier32-small``, the ``osr`` network: five 3x3 convolutions with
+BatchNorm; a 16-d embedding for MCHAD as in the paper, one logit per known class for CAC
+and softmax), optimiser and schedule:
 
 * MCHAD with outlier exposure (a fresh draw of outliers each epoch) and without;
 * CAC (Miller et al., WACV 2021);
@@ -218,7 +220,7 @@ PROTOCOL = register_protocol(
             data=DataConfig(
                 name="fashion-mnist", ood="mnist", preprocess="unit", max_train=12000, max_test=3000, max_ood=2000
             ),
-            model=ModelConfig(name="seed000", out_features=7),
+            model=ModelConfig(name="classifier32-small", out_features=16),
             method=MethodConfig.of("mchad", weight_ce=1.0, weight_center=2.0, weight_oe=0.01, margin=7**0.5),
             train=TrainConfig(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, scheduler="cosine", eval_every=0),
             calibration=CalibrationConfig(tpr=0.95, holdout=0.1),
