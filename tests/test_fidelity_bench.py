@@ -74,3 +74,16 @@ def test_quick_run_writes_the_json(tmp_path):
     assert written["protocol"] == "mchad-fashion" and len(written["per_seed"]) == 1
     assert set(written["claims"]) >= {"mchad_oe_near_auroc_at_least_mahalanobis", "mchad_oe_near_auroc_above_cac"}
     assert 0 <= written["summary"]["MCHAD + outlier exposure"]["near_auroc"]["mean"] <= 1
+
+
+@pytest.mark.slow
+def test_ablation_runs_mchad_with_outlier_exposure_under_each_setting(tmp_path):
+    out = tmp_path / "ablation.json"
+    settings = ["data.max_train=200", "data.max_test=200", "data.max_ood=100", "model.name=seed000"]
+    command = [sys.executable, str(SCRIPT), "--ablation", "--seeds", "0", "--out", str(out)]
+    for setting in settings + ["train.batch_size=64"]:
+        command += ["--set", setting]
+    subprocess.run(command, check=True, cwd=ROOT, timeout=600)
+    written = json.loads(out.read_text())["ablation"]
+    assert set(written) == set(load_script().ABLATIONS)
+    assert all(len(runs) == 1 and 0 <= runs[0]["near_auroc"] <= 1 for runs in written.values())

@@ -120,7 +120,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
             continue
         configs[label] = variant
         classifies = detector.method_.classifies
-        metrics[label] = _evaluate(detector, split, classifies) | {"train_seconds": seconds}
+        metrics[label] = evaluate(detector, split, classifies) | {"train_seconds": seconds}
         rows.append(_row(label, metrics[label]))
         classes, scores = detector.classify(split.near)
         save_scores(
@@ -177,11 +177,13 @@ def _posthoc_scores(detector: Detector, split: Split, seconds: float) -> dict[st
     for rule in SCORE_RULES:
         method.set_score_rule(rule)
         method.finalize(pipeline.batches(split.train.images, split.train.labels, inference_batch_size(pipeline.device)))
-        results[f"softmax + {rule}"] = _evaluate(detector, split, classifies=True) | {"train_seconds": seconds}
+        results[f"softmax + {rule}"] = evaluate(detector, split, classifies=True) | {"train_seconds": seconds}
     return results
 
 
-def _evaluate(detector: Detector, split: Split, classifies: bool) -> dict[str, float]:
+def evaluate(detector: Detector, split: Split, classifies: bool) -> dict[str, float]:
+    """Closed-set accuracy on the near set's known samples (classifying methods) and the
+    OOD metrics against near and far unknowns, keys ``near_*`` / ``far_*``."""
     out: dict[str, float] = {}
     for name in ("near", "far"):
         test = getattr(split, name)
