@@ -118,11 +118,15 @@ class NotFittedError(DataError, _SkNotFitted):
 #: The training settings every estimator takes: ``(name, default, doc)``.
 COMMON: tuple[tuple[str, Any, str], ...] = (
     ("model", "auto", "network name (``encircle.models.list_models()``); ``'auto'`` picks it from the data"),
-    ("epochs", None, "training epochs; ``None``: the method's recipe, else about 1500 steps (10..200 epochs)"),
+    ("epochs", None, "training epochs; ``None``: the method's recipe, else about 150 steps (10..100 epochs)"),
     ("batch_size", None, "mini-batch size; ``None``: the method's recipe, else 128 (``N/8``, >= 16, for small N)"),
     ("lr", None, "learning rate; ``None``: the method's recipe, else 1e-3"),
     ("weight_decay", None, "weight decay; ``None``: the method's recipe, else 0"),
-    ("preprocess", "auto", "``'auto'`` (standardize features, scale images) or unit, gcn-minmax, standardize, normalize"),
+    (
+        "preprocess",
+        "auto",
+        "``'auto'`` (standardize features, scale images), or unit, gcn-minmax, standardize, normalize",
+    ),
     ("contamination", 0.1, "share of the training data flagged as outliers, in (0, 0.5]: sets ``threshold_``"),
     ("device", "auto", "``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``"),
     ("amp", "off", "mixed precision: ``'off'``, ``'bf16'``, ``'fp16'`` or ``'auto'``"),
@@ -164,7 +168,7 @@ class EncircleEstimator(_SkBase):
 
     def _seed(self) -> int:
         if self.random_state is None:  # type: ignore[attr-defined]
-            return int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 - scikit-learn's meaning of None
+            return int(np.random.randint(0, 2**31 - 1))
         if isinstance(self.random_state, np.random.RandomState):  # type: ignore[attr-defined]
             return int(self.random_state.randint(0, 2**31 - 1))  # type: ignore[attr-defined]
         if not isinstance(self.random_state, int | np.integer) or isinstance(self.random_state, bool):  # type: ignore[attr-defined]
@@ -175,10 +179,12 @@ class EncircleEstimator(_SkBase):
         """The run configuration: the data's defaults, the method's recipe, then the arguments."""
         p = self.get_params()
         contamination = p["contamination"]
-        if not isinstance(contamination, int | float) or isinstance(contamination, bool) or not 0 < contamination <= 0.5:
+        if (
+            not isinstance(contamination, int | float)
+            or isinstance(contamination, bool)
+            or not 0 < contamination <= 0.5
+        ):
             raise ConfigError(f"contamination must be a number in (0, 0.5], got {contamination!r}")
-        recipe = self._kind().recipe
-        epochs, batch_size = inputs.default_schedule(samples.shape[0])
         overrides: dict[str, Any] = {
             "seed": seed,
             "method.name": self._method,
@@ -186,9 +192,11 @@ class EncircleEstimator(_SkBase):
             "train.device": p["device"],
             "train.amp": p["amp"],
             "train.eval_every": 0,
-            "train.epochs": p["epochs"] if p["epochs"] is not None else recipe.get("train.epochs", epochs),
-            "train.batch_size": p["batch_size"] or recipe.get("train.batch_size", batch_size),
         }
+        if p["epochs"] is not None:
+            overrides["train.epochs"] = p["epochs"]
+        if p["batch_size"] is not None:
+            overrides["train.batch_size"] = p["batch_size"]
         if p["model"] != "auto":
             overrides["model.name"] = p["model"]
         if p["preprocess"] != "auto":
@@ -266,9 +274,7 @@ class EncircleEstimator(_SkBase):
         if labels.dtype.kind not in "iu" and not (
             labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all()
         ):
-            raise DataError(
-                f"y must hold integer class labels (-1 is reserved for unknown), got dtype {labels.dtype}"
-            )
+            raise DataError(f"y must hold integer class labels (-1 is reserved for unknown), got dtype {labels.dtype}")
         classes, encoded = np.unique(labels.astype(np.int64), return_inverse=True)
         if (classes < 0).any():
             raise DataError(
@@ -301,7 +307,8 @@ class EncircleEstimator(_SkBase):
                         f"{self.sample_shape_[0]} features as input"
                     )
                 raise DataError(
-                    f"X has samples of shape {shape}, but {type(self).__name__} was fitted on shape {self.sample_shape_}"
+                    f"X has samples of shape {shape}, but {type(self).__name__} was fitted on shape "
+                    f"{self.sample_shape_}"
                 )
             dtype = str(samples.dtype).removeprefix("torch.")
             if dtype != self.input_dtype_:
@@ -350,7 +357,7 @@ class EncircleEstimator(_SkBase):
         save_file(path, "estimator", self._method, payload)
 
     # -- export -----------------------------------------------------------------------
-    def export(self, path: str | Path, format: str = "torch") -> Path:  # noqa: A002 - the usual name
+    def export(self, path: str | Path, format: str = "torch") -> Path:
         """Write preprocessing + network + score as one self-contained program.
 
         ``format="torch"``: a ``torch.export`` program (``.pt2``), loaded with plain
@@ -515,7 +522,10 @@ def _estimator_class(
     __init__.__signature__ = inspect.Signature([self_parameter, *parameters])  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{name}.__init__"
     args = "\n".join(f"        {n}: {doc} (default ``{d!r}``)" for n, d, doc in specs)
-    doc = f"{summary}\n\n    Method ``{method}`` (:mod:`encircle.methods`); outputs: see :mod:`encircle.estimators`.\n\n    Args:\n{args}\n    "
+    doc = (
+        f"{summary}\n\n    Method ``{method}`` (:mod:`encircle.methods`); outputs: see "
+        f":mod:`encircle.estimators`.\n\n    Args:\n{args}\n    "
+    )
     cls = type(name, (base,), {"__init__": __init__, "__doc__": doc, "_method": method, "_renamed": renamed})
     cls.__module__ = __name__
     ESTIMATORS[name] = cls
@@ -611,4 +621,3 @@ def list_estimators() -> dict[str, str]:
 
 #: methods without an estimator class (none today); kept for the contract test
 UNWRAPPED: frozenset[str] = frozenset(set(list_methods()) - {cls._method for cls in ESTIMATORS.values()})
-

@@ -36,16 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from encircle.config import DataConfig, ModelConfig, RunConfig, with_overrides
+from encircle.config import DataConfig, ModelConfig, RunConfig, TrainConfig, with_overrides
 from encircle.data.dataset import ImageDataset
 from encircle.errors import DataError
 
 #: Channel counts that mark an axis of a 4-D array as the channel axis.
 CHANNELS = (1, 3)
 #: Optimiser steps the automatic schedule aims at (``epochs * ceil(N / batch_size)``).
-TARGET_STEPS = 1500
+#: Few: on small tabular sets Deep SVDD overfits with many (breast_cancer, 3 splits:
+#: AUROC 0.950 at ~150 steps, 0.942 at ~270, 0.909 at ~900).
+TARGET_STEPS = 150
 #: Bounds of the automatic number of epochs.
-MIN_EPOCHS, MAX_EPOCHS = 10, 200
+MIN_EPOCHS, MAX_EPOCHS = 10, 100
 
 
 def is_stream(data: Any) -> bool:
@@ -222,13 +224,18 @@ def default_schedule(num_samples: int) -> tuple[int, int]:
 
 
 def default_config(samples: torch.Tensor, method: str | None = None) -> RunConfig:
-    """The run configuration encircle picks for ``samples`` (see :func:`default_network`),
-    then the method's own recipe (``Method.recipe``: OGNet's networks and schedule).
+    """The run configuration encircle picks for ``samples`` (:func:`default_network`,
+    :func:`default_schedule`), then the method's own recipe (``Method.recipe``: OGNet's networks and schedule).
 
     The command line's ``encircle fit`` and the estimators both start from it.
     """
     from encircle.methods import method_class
 
     name, out_features, preprocess = default_network(samples)
-    base = RunConfig(model=ModelConfig(name=name, out_features=out_features), data=DataConfig(preprocess=preprocess))
+    epochs, batch_size = default_schedule(samples.shape[0])
+    base = RunConfig(
+        model=ModelConfig(name=name, out_features=out_features),
+        data=DataConfig(preprocess=preprocess),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size),
+    )
     return with_overrides(base, method_class(method).recipe) if method else base
