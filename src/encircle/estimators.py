@@ -33,7 +33,7 @@ higher = more anomalous) is resolved by keeping scikit-learn's meaning for its m
 names and giving PyOD's anomaly score its own name, ``anomaly_score``; PyOD's
 *attributes* keep PyOD's meaning. The threshold follows both libraries: ``contamination``
 is the share of the training data flagged, ``threshold_`` the ``1 - contamination``
-quantile of ``decision_scores_``. (The command line's ``Detector`` instead calibrates
+percentile of ``decision_scores_`` (linearly interpolated, as PyOD). (The command line's ``Detector`` instead calibrates
 on held-out normal data at a target true-positive rate.)
 
 Example (doctest)::
@@ -49,9 +49,11 @@ Example (doctest)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,7 +64,7 @@ from torch import nn
 from encircle import inputs
 from encircle.checkpoint import load_file, save_file
 from encircle.config import RunConfig, with_overrides
-from encircle.detector import Detector, threshold_at_tpr
+from encircle.detector import Detector
 from encircle.errors import CheckpointError, ConfigError, DataError, TrainingError
 from encircle.methods import hyperparameters, list_methods, method_class
 from encircle.methods.base import Method
@@ -72,6 +74,7 @@ try:  # scikit-learn is optional: with it, the estimators are its estimators (ta
     from sklearn.base import BaseEstimator as _SkBase
     from sklearn.base import ClassifierMixin as _SkClassifier
     from sklearn.base import OutlierMixin as _SkOutlier
+    from sklearn.exceptions import DataConversionWarning
     from sklearn.exceptions import NotFittedError as _SkNotFitted
 
     HAVE_SKLEARN = True
@@ -108,6 +111,9 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
         pass
 
     class _SkNotFitted(ValueError, AttributeError):  # type: ignore[no-redef]
+        pass
+
+    class DataConversionWarning(UserWarning):  # type: ignore[no-redef]
         pass
 
 
@@ -158,7 +164,7 @@ class EncircleEstimator(_SkBase):
         if "score_rule" in values:
             rule = values["score_rule"]
             if rule not in SOFTMAX_SCORES:
-                raise ConfigError(f"score must be one of {', '.join(SOFTMAX_SCORES)}, got {rule!r}")
+                raise ConfigError(f"score_rule must be one of {', '.join(SOFTMAX_SCORES)}, got {rule!r}")
             values["score_rule"] = SOFTMAX_SCORES[rule]
         return values
 
@@ -254,7 +260,9 @@ class EncircleEstimator(_SkBase):
                 self.feature_names_in_ = np.asarray(list(columns), dtype=object)
         scores = self._anomaly_scores(samples)
         self.decision_scores_ = scores
-        self.threshold_ = threshold_at_tpr(torch.from_numpy(scores), 1 - float(self.contamination))  # type: ignore[attr-defined]
+        # PyOD's threshold: the (1 - contamination) percentile, linearly interpolated, so that
+        # it falls between two training scores and float rounding cannot flip one of them
+        self.threshold_ = float(np.percentile(scores, 100 * (1 - float(self.contamination))))  # type: ignore[attr-defined]
         detector.threshold_ = self.threshold_
         self.offset_ = -self.threshold_
         self.labels_ = (scores > self.threshold_).astype(np.int64)
@@ -264,17 +272,29 @@ class EncircleEstimator(_SkBase):
         """``y`` as ``0..K-1``; ``classes_`` keeps the original labels (integers, ``-1`` reserved)."""
         if y is None:
             raise DataError(
-                f"{type(self).__name__} learns known classes: pass their labels, fit(X, y) (y of length {n})"
+                f"{type(self).__name__} learns known classes, so it requires y to be passed, but the target y is "
+                f"None: call fit(X, y) with {n} labels"
             )
         labels = np.asarray(y)
         if labels.ndim == 2 and labels.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is flattened",
+                DataConversionWarning,
+                stacklevel=3,
+            )
             labels = labels.ravel()
         if labels.ndim != 1 or labels.shape[0] != n:
             raise DataError(f"y must be 1-D with one label per sample ({n}), got shape {labels.shape}")
+        if labels.dtype == object:
+            with contextlib.suppress(TypeError, ValueError):
+                labels = labels.astype(np.float64)
         if labels.dtype.kind not in "iu" and not (
             labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all()
         ):
-            raise DataError(f"y must hold integer class labels (-1 is reserved for unknown), got dtype {labels.dtype}")
+            kind = "continuous" if labels.dtype.kind == "f" else str(labels.dtype)
+            raise DataError(
+                f"Unknown label type: {kind}; y must hold integer class labels (-1 is reserved for unknown)"
+            )
         classes, encoded = np.unique(labels.astype(np.int64), return_inverse=True)
         if (classes < 0).any():
             raise DataError(
@@ -476,6 +496,7 @@ class OpenSetEstimator(_SkClassifier, EncircleEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(N, K)`` class scores that sum to 1 per sample, columns in ``classes_`` order:
         softmax of the negated distances (CAC, MCHAD) or of the logits (softmax)."""
+        self._check_fitted()
         method, pipeline = self.detector_.method_, self.detector_.input_pipeline()
         method.to(pipeline.device).eval()
         out = []
@@ -501,10 +522,6 @@ def _estimator_class(
     back = {v: k for k, v in renamed.items()}
     declared = hyperparameters(method_class(method))
     specs = [(back.get(h.name, h.name), h.default, h.doc) for h in declared] + list(COMMON)
-    if method == "softmax":  # the estimator spells the rules without hyphens too
-        specs = [("score", "msp", "post-hoc score: 'msp', 'maxlogit', 'energy' or 'mahalanobis'")] + [
-            s for s in specs if s[0] != "score"
-        ]
     parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d, _ in specs]
     defaults = {n: d for n, d, _ in specs}
 
@@ -575,8 +592,9 @@ Softmax = _estimator_class(
     "Softmax",
     "softmax",
     OpenSetEstimator,
-    "A softmax classifier with a post-hoc unknown score: max softmax probability, max logit, energy or Mahalanobis.",
-    renamed={"score": "score_rule"},
+    "A softmax classifier with a post-hoc unknown score (``score_rule``): max softmax probability ``'msp'``, "
+    "max logit ``'maxlogit'``, ``'energy'`` or ``'mahalanobis'``. (Not ``score=``: that is scikit-learn's "
+    "accuracy method.)",
 )
 
 

@@ -50,6 +50,10 @@ TARGET_STEPS = 150
 MIN_EPOCHS, MAX_EPOCHS = 10, 100
 
 
+class InputTypeError(DataError, TypeError):
+    """An input holds values of a type that cannot become numbers (also a ``TypeError``)."""
+
+
 def is_stream(data: Any) -> bool:
     """Whether ``data`` is a torch ``Dataset`` or ``DataLoader`` (read batch by batch)."""
     return isinstance(data, torch.utils.data.DataLoader | torch.utils.data.Dataset)
@@ -88,6 +92,8 @@ def _tensor(data: Any, what: str) -> torch.Tensor:
         data = data.to_numpy(dtype=np.float64)
     elif hasattr(data, "to_numpy") and hasattr(data, "dtype"):  # a pandas Series: one feature
         data = data.to_numpy(dtype=np.float64).reshape(-1, 1)
+    if hasattr(data, "toarray") and hasattr(data, "nnz"):  # a SciPy sparse matrix or array
+        raise DataError(f"{what} is sparse; sparse data is not supported: pass {what}.toarray()")
     if isinstance(data, torch.Tensor):
         tensor = data.detach().cpu()
     else:
@@ -95,6 +101,15 @@ def _tensor(data: Any, what: str) -> torch.Tensor:
             array = np.asarray(data)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{what} must be an array of numbers, got {type(data).__name__} ({exc})") from None
+        if array.dtype.kind == "c":
+            raise DataError(f"Complex data not supported: {what} must hold real numbers, got dtype {array.dtype}")
+        if array.dtype == object:
+            try:
+                array = array.astype(np.float64)
+            except TypeError as exc:  # e.g. a dict among the numbers
+                raise InputTypeError(f"{what} holds a value that is not a number: {exc}") from None
+            except ValueError:
+                pass
         if array.dtype.kind not in "biuf":
             raise DataError(
                 f"{what} must hold numbers (float or integer), got dtype {array.dtype}"
@@ -106,7 +121,7 @@ def _tensor(data: Any, what: str) -> torch.Tensor:
     if tensor.dtype == torch.bool:
         tensor = tensor.float()
     if tensor.is_complex():
-        raise DataError(f"{what} must hold real numbers, got dtype {tensor.dtype}")
+        raise DataError(f"Complex data not supported: {what} must hold real numbers, got dtype {tensor.dtype}")
     return tensor
 
 
@@ -117,12 +132,16 @@ def _shaped(tensor: torch.Tensor, what: str, allow_empty: bool) -> torch.Tensor:
         raise DataError(
             f"{what} must be 2-D features (n_samples, n_features) or images (N, H, W), (N, C, H, W), "
             f"(N, H, W, C); got a {tensor.ndim}-D array of shape {shape}"
-            + ("; use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample" if tensor.ndim == 1 else "")
+            + (
+                "; Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one sample"
+                if tensor.ndim == 1
+                else ""
+            )
         )
     if shape[0] == 0 and not allow_empty:
         raise DataError(f"{what} holds no samples (shape {shape}); pass at least one")
     if math.prod(shape[1:]) == 0:
-        raise DataError(f"{what} has samples with no values (shape {shape})")
+        raise DataError(f"{what} has 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
     elif tensor.ndim == 4 and shape[1] not in CHANNELS:
