@@ -53,6 +53,7 @@ import contextlib
 import copy
 import inspect
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -240,8 +241,8 @@ class EncircleEstimator(_SkBase):
         extra = inputs.as_samples(outliers, "outliers") if outliers is not None else None
         if extra is not None and (extra.shape[1:] != samples.shape[1:] or extra.dtype != samples.dtype):
             raise DataError(
-                f"outliers have samples of shape {tuple(extra.shape[1:])} {extra.dtype}, X has "
-                f"{tuple(samples.shape[1:])} {samples.dtype}"
+                f"outliers have samples of shape {tuple(extra.shape[1:])} {_dtype(extra)}, X has "
+                f"{tuple(samples.shape[1:])} {_dtype(samples)}"
             )
         labels = self._encode_labels(y, n) if kind.uses_labels else None
         config = self._config(samples, self._seed())
@@ -249,9 +250,11 @@ class EncircleEstimator(_SkBase):
         try:
             detector.fit(samples, labels, outliers=extra, progress=bool(self.verbose) or False)  # type: ignore[attr-defined]
         except TrainingError as exc:
-            raise TrainingError(f"{exc}. In {type(self).__name__}: lower lr (now {config.train.lr:g})") from exc
+            # the engine names config keys (train.lr, method.eps): here they are this estimator's arguments
+            message = re.sub(r"\b(train|method)\.(\w+)", r"\2", str(exc))
+            raise TrainingError(f"{type(self).__name__}: {message}") from exc
         self.detector_ = detector
-        self.input_dtype_ = str(samples.dtype).removeprefix("torch.")
+        self.input_dtype_ = _dtype(samples)
         self.sample_shape_ = tuple(samples.shape[1:])
         if inputs.is_features(samples):
             self.n_features_in_ = int(samples.shape[1])
@@ -330,7 +333,7 @@ class EncircleEstimator(_SkBase):
                     f"X has samples of shape {shape}, but {type(self).__name__} was fitted on shape "
                     f"{self.sample_shape_}"
                 )
-            dtype = str(samples.dtype).removeprefix("torch.")
+            dtype = _dtype(samples)
             if dtype != self.input_dtype_:
                 raise DataError(
                     f"X holds {dtype} images, but {type(self).__name__} was fitted on {self.input_dtype_} images; "
@@ -424,6 +427,11 @@ class EncircleEstimator(_SkBase):
         return path
 
 
+def _dtype(samples: torch.Tensor) -> str:
+    """``"float32"`` for ``torch.float32``."""
+    return str(samples.dtype).removeprefix("torch.")
+
+
 class ScoringModule(nn.Module):
     """Preprocessing, network and score as one module (what :meth:`EncircleEstimator.export` writes).
 
@@ -432,7 +440,8 @@ class ScoringModule(nn.Module):
 
     def __init__(self, method: Method, preprocess: Preprocess) -> None:
         super().__init__()
-        self.method = copy.deepcopy(method).float().cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+        self.method = copy.deepcopy(method).float().cpu().to(memory_format=torch.contiguous_format).eval()
+        self.method.requires_grad_(False)  # type: ignore[call-overload]
         self.preprocess = Preprocess(
             preprocess.kind, {k: v.detach().clone().cpu() for k, v in preprocess.params.items()}, preprocess.shape
         )
@@ -450,15 +459,17 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
         import onnx  # noqa: F401
     except ImportError:
         raise ConfigError("ONNX export needs the onnx package: pip install 'encircle[export]'") from None
-    torch.onnx.export(
-        module,
-        (example,),
-        str(path),
-        input_names=["x"],
-        output_names=["score"],
-        dynamic_axes={"x": {0: "N"}, "score": {0: "N"}},
-        dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter: the dynamo one needs onnxscript too
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["x"],
+            output_names=["score"],
+            dynamic_axes={"x": {0: "N"}, "score": {0: "N"}},
+            dynamo=False,
+        )
 
 
 class OutlierEstimator(_SkOutlier, EncircleEstimator):
