@@ -453,7 +453,7 @@ def test_bad_arguments_fail_at_fit_with_the_argument_named(params, error, messag
 
 def test_a_divergent_learning_rate_stops_with_an_error_naming_lr(cancer):
     with pytest.raises(
-        TrainingError, match=r"^DeepSVDD: the deep-svdd loss (diverged|is (nan|inf)).* lower lr"
+        TrainingError, match=r"^DeepSVDD: the deep-svdd loss (diverged|is (nan|inf)).*lower lr"
     ) as error:
         encircle.DeepSVDD(lr=1000.0, random_state=0, device="cpu").fit(cancer[0])
     assert "train.lr" not in str(error.value), "the estimator's argument is lr"
