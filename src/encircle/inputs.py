@@ -117,7 +117,10 @@ def _tensor(data: Any, what: str) -> torch.Tensor:
             )
         if array.dtype.kind == "b":
             array = array.astype(np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # a read-only (memory-mapped) array: torch wants its own copy
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     if tensor.dtype == torch.bool:
         tensor = tensor.float()
     if tensor.is_complex():
