@@ -133,7 +133,7 @@ def test_one_class_outputs_follow_sklearn_and_pyod(name, cancer, digits):
 
 @pytest.mark.parametrize("name", OPEN_SET)
 def test_open_set_outputs_are_classes_or_minus_one_and_class_scores(name, cancer, digits):
-    x_train, y_train, x_test, y_test, unknown = digits
+    _, _, x_test, y_test, unknown = digits
     est = fitted(name, cancer, digits, epochs=10)
     np.testing.assert_array_equal(est.classes_, np.arange(6))
     predicted = est.predict(x_test)

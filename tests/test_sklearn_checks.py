@@ -8,9 +8,9 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from encircle.estimators import ESTIMATORS  # noqa: E402
+from encircle.estimators import ESTIMATORS
 
 #: Two epochs on the CPU: the checks test the contract, not the quality.
 FAST = {"epochs": 2, "random_state": 0, "device": "cpu"}

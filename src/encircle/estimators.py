@@ -174,13 +174,13 @@ class EncircleEstimator(_SkBase):
         return method_class(cls._method)
 
     def _seed(self) -> int:
-        if self.random_state is None:  # type: ignore[attr-defined]
+        if self.random_state is None:
             return int(np.random.randint(0, 2**31 - 1))
-        if isinstance(self.random_state, np.random.RandomState):  # type: ignore[attr-defined]
-            return int(self.random_state.randint(0, 2**31 - 1))  # type: ignore[attr-defined]
-        if not isinstance(self.random_state, int | np.integer) or isinstance(self.random_state, bool):  # type: ignore[attr-defined]
-            raise ConfigError(f"random_state must be None or an integer, got {self.random_state!r}")  # type: ignore[attr-defined]
-        return int(self.random_state)  # type: ignore[attr-defined]
+        if isinstance(self.random_state, np.random.RandomState):
+            return int(self.random_state.randint(0, 2**31 - 1))
+        if not isinstance(self.random_state, int | np.integer) or isinstance(self.random_state, bool):
+            raise ConfigError(f"random_state must be None or an integer, got {self.random_state!r}")
+        return int(self.random_state)
 
     def _config(self, samples: torch.Tensor, seed: int) -> RunConfig:
         """The run configuration: the data's defaults, the method's recipe, then the arguments."""
@@ -248,7 +248,7 @@ class EncircleEstimator(_SkBase):
         config = self._config(samples, self._seed())
         detector = Detector(config)
         try:
-            detector.fit(samples, labels, outliers=extra, progress=bool(self.verbose) or False)  # type: ignore[attr-defined]
+            detector.fit(samples, labels, outliers=extra, progress=bool(self.verbose) or False)
         except TrainingError as exc:
             # the engine names config keys (train.lr, method.eps): here they are this estimator's arguments
             message = re.sub(r"\b(train|method)\.(\w+)", r"\2", str(exc))
@@ -265,7 +265,7 @@ class EncircleEstimator(_SkBase):
         self.decision_scores_ = scores
         # PyOD's threshold: the (1 - contamination) percentile, linearly interpolated, so that
         # it falls between two training scores and float rounding cannot flip one of them
-        self.threshold_ = float(np.percentile(scores, 100 * (1 - float(self.contamination))))  # type: ignore[attr-defined]
+        self.threshold_ = float(np.percentile(scores, 100 * (1 - float(self.contamination))))
         detector.threshold_ = self.threshold_
         self.offset_ = -self.threshold_
         self.labels_ = (scores > self.threshold_).astype(np.int64)
@@ -440,8 +440,9 @@ class ScoringModule(nn.Module):
 
     def __init__(self, method: Method, preprocess: Preprocess) -> None:
         super().__init__()
-        self.method = copy.deepcopy(method).float().cpu().to(memory_format=torch.contiguous_format).eval()
-        self.method.requires_grad_(False)  # type: ignore[call-overload]
+        self.method = copy.deepcopy(method).float().cpu().eval()
+        self.method.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        self.method.requires_grad_(False)
         self.preprocess = Preprocess(
             preprocess.kind, {k: v.detach().clone().cpu() for k, v in preprocess.params.items()}, preprocess.shape
         )
