@@ -1,6 +1,7 @@
 """The estimators (encircle.estimators): scikit-learn / PyOD interop, inputs, defaults, bad
 input, persistence and export, on small real data (scikit-learn's breast_cancer and digits)."""
 
+import importlib.util
 import inspect
 import pickle
 import re
@@ -552,3 +553,34 @@ def test_export_format_is_checked(cancer, tmp_path):
 def test_estimator_kinds():
     assert all(issubclass(getattr(encircle, n), OutlierEstimator) for n in [*ONE_CLASS, "OGNet"])
     assert all(issubclass(getattr(encircle, n), OpenSetEstimator) for n in OPEN_SET)
+
+
+# -- documentation ----------------------------------------------------------------------
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import encircle.estimators
+
+    result = doctest.testmod(encircle.estimators, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_the_readme_python_section_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Use it from Python") :]
+    blocks = re.findall(r"```python\n(.*?)```", section[: section.index("\n## ", 5)], re.DOTALL)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(blocks[0], namespace)  # fit, predict, save/load, export
+    exec(blocks[1], namespace)  # plain torch
+    est, X = namespace["est"], namespace["X"]
+    assert np.abs(namespace["scores"].detach().numpy() - est.anomaly_score(X)).max() <= 1e-5
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        est.export("svdd.onnx", format="onnx")
+        exec(blocks[2], namespace)
+        assert np.abs(namespace["scores"] - est.anomaly_score(X)).max() <= 1e-5
