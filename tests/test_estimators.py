@@ -203,7 +203,7 @@ def test_ognet_learns_digit_images():
     auroc = roc_auc_score(data.target != 0, est.anomaly_score(images))
     assert auroc > 0.9, auroc
     assert est.predict(images[:5]).shape == (5,)
-    with pytest.raises(DataError, match="OGNet"):
+    with pytest.raises(DataError, match=r"^OGNet trains on images \(N, H, W\), .* X holds feature vectors"):
         encircle.OGNet(model="ognet-small", epochs=1).fit(np.zeros((10, 4)))
 
 
@@ -354,6 +354,7 @@ def test_images_from_arrays_datasets_and_dataloaders_train_alike():
         (np.zeros((3, 2), complex), DataError, r"^Complex data not supported"),
         (np.full((2, 8, 8), 300), DataError, r"^X holds integer images with values 300..300; expected 0..255"),
         (np.zeros((2, 5, 6, 7)), DataError, r"neither axis 1 nor axis 3 has 1 or 3 channels"),
+        ([[1.0, 2.0], [3.0]], DataError, r"^X must be an array of numbers, got list \(setting an array element"),
     ],
 )
 def test_bad_x_is_a_data_error_that_says_what_to_change(x, error, message):
@@ -364,6 +365,12 @@ def test_bad_x_is_a_data_error_that_says_what_to_change(x, error, message):
 def test_bad_input_errors_are_value_errors_for_sklearn_code():
     assert issubclass(DataError, ValueError) and issubclass(ConfigError, ValueError)
     assert issubclass(encircle.estimators.NotFittedError, NotFittedError)
+
+
+def test_sparse_input_is_refused_with_what_to_do():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(DataError, match=r"^X is sparse; sparse data is not supported: pass X.toarray\(\)$"):
+        encircle.DeepSVDD(**FAST).fit(sparse.csr_matrix(np.eye(3)))
 
 
 def test_a_dataframe_with_text_columns():

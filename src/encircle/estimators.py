@@ -160,6 +160,8 @@ class EncircleEstimator(_SkBase):
     #: estimator argument -> method hyperparameter where the names differ
     _renamed: ClassVar[dict[str, str]] = {}
     _is_open_set: ClassVar[bool] = False
+    #: the method's networks take images only (OGNet)
+    _images_only: ClassVar[bool] = False
 
     # -- parameters -------------------------------------------------------------------
     def _method_params(self) -> dict[str, Any]:
@@ -236,6 +238,11 @@ class EncircleEstimator(_SkBase):
         n = samples.shape[0]
         if n < 2:
             raise DataError(f"{type(self).__name__} needs at least 2 samples to fit, got 1 sample")
+        if self._images_only and inputs.is_features(samples):
+            raise DataError(
+                f"{type(self).__name__} trains on images (N, H, W), (N, C, H, W) or (N, H, W, C); X holds feature "
+                f"vectors of shape {tuple(samples.shape)}"
+            )
         if outliers is not None and not kind.uses_outliers:
             users = [name for name, cls in ESTIMATORS.items() if cls._kind().uses_outliers]
             raise DataError(
@@ -559,7 +566,9 @@ def _estimator_class(
         f"{summary}\n\n    Method ``{method}`` (:mod:`encircle.methods`); outputs: see "
         f":mod:`encircle.estimators`.\n\n    Args:\n{args}\n    "
     )
-    cls = type(name, (base,), {"__init__": __init__, "__doc__": doc, "_method": method, "_renamed": renamed})
+    attributes = {"__init__": __init__, "__doc__": doc, "_method": method, "_renamed": renamed}
+    attributes["_images_only"] = method_class(method).recipe.get("model.name", "").startswith("ognet")
+    cls = type(name, (base,), attributes)
     cls.__module__ = __name__
     ESTIMATORS[name] = cls
     return cls
