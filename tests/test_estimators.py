@@ -591,3 +591,13 @@ def test_the_readme_python_section_runs(tmp_path, monkeypatch):
         est.export("svdd.onnx", format="onnx")
         exec(blocks[2], namespace)
         assert np.abs(namespace["scores"] - est.anomaly_score(X)).max() <= 1e-5
+
+
+def test_the_detector_takes_float64_features_too():
+    from encircle.config import RunConfig, with_overrides
+    from encircle.detector import Detector
+
+    x = np.random.default_rng(0).standard_normal((40, 5))  # float64
+    config = with_overrides(RunConfig(), {"model.name": "mlp", "train.epochs": 1, "train.device": "cpu"})
+    scores = Detector(config).fit(x, progress=False).score(x)
+    assert scores.dtype == torch.float32 and scores.shape == (40,)

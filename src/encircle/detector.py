@@ -70,7 +70,8 @@ def _as_samples(data: ArrayLike, what: str) -> torch.Tensor:
         raise DataError(f"{what} must have a sample axis and at least one feature axis, got shape {tuple(data.shape)}")
     if data.dtype != torch.uint8 and not data.is_floating_point():
         raise DataError(f"{what} must be uint8 images or floating-point features, got {data.dtype}")
-    return data
+    # float64 (NumPy's, pandas' and scikit-learn's default) and float16 features: the networks' float32
+    return data.float() if data.is_floating_point() and data.dtype != torch.float32 else data
 
 
 def _class_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
