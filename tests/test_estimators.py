@@ -601,3 +601,14 @@ def test_the_detector_takes_float64_features_too():
     config = with_overrides(RunConfig(), {"model.name": "mlp", "train.epochs": 1, "train.device": "cpu"})
     scores = Detector(config).fit(x, progress=False).score(x)
     assert scores.dtype == torch.float32 and scores.shape == (40,)
+
+
+def test_open_set_labels_come_with_datasets_and_dataloaders(digits):
+    x, y = torch.as_tensor(digits[0], dtype=torch.float32), torch.as_tensor(digits[1])
+    reference = encircle.Softmax(**FAST).fit(digits[0], digits[1])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    dataset = ImageDataset(x, y.to(torch.int64), "digits", "sklearn")
+    for data in (loader, dataset):
+        est = encircle.Softmax(**FAST).fit(data)
+        np.testing.assert_array_equal(est.classes_, reference.classes_)
+        np.testing.assert_allclose(est.anomaly_score(digits[2]), reference.anomaly_score(digits[2]), atol=1e-5)

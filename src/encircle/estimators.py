@@ -228,8 +228,9 @@ class EncircleEstimator(_SkBase):
         Args:
             X: training samples (features, images, a DataFrame, tensor, encircle dataset,
                 torch Dataset or DataLoader; see :mod:`encircle.inputs`).
-            y: known-class labels, required by the open-set methods; ignored by the
-                one-class ones (scikit-learn passes ``y`` along in pipelines and searches).
+            y: known-class labels, required by the open-set methods (default: the labels
+                of an encircle dataset, or of a DataLoader's ``(x, y)`` batches); ignored by
+                the one-class ones (scikit-learn passes ``y`` along in pipelines and searches).
             outliers: samples of no known class (Deep SAD's labelled anomalies, MCHAD's
                 outlier exposure); refused by methods that do not use them.
         """
@@ -255,6 +256,8 @@ class EncircleEstimator(_SkBase):
                 f"outliers have samples of shape {tuple(extra.shape[1:])} {_dtype(extra)}, X has "
                 f"{tuple(samples.shape[1:])} {_dtype(samples)}"
             )
+        if y is None and kind.uses_labels:  # an encircle dataset's labels, or a DataLoader's (x, y) batches
+            y = inputs.labels_of(X)
         labels = self._encode_labels(y, n) if kind.uses_labels else None
         config = self._config(samples, self._seed())
         detector = Detector(config)

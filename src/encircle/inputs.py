@@ -206,6 +206,22 @@ def iter_batches(data: Any, batch_size: int = 256, what: str = "X") -> Iterator[
         yield samples
 
 
+def labels_of(data: Any) -> np.ndarray | None:
+    """The labels that come with ``data``: an ``ImageDataset``'s, or the second item of
+    the ``(samples, labels, ...)`` batches of a ``Dataset`` / ``DataLoader``; else ``None``."""
+    if isinstance(data, ImageDataset):
+        return data.labels.numpy()
+    if not is_stream(data):
+        return None
+    loader = data if isinstance(data, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(data, 256)
+    parts = []
+    for batch in loader:
+        if not (isinstance(batch, tuple | list) and len(batch) > 1):
+            return None
+        parts.append(np.asarray(batch[1]).reshape(-1))
+    return np.concatenate(parts) if parts else None
+
+
 def is_features(samples: torch.Tensor) -> bool:
     """Whether ``samples`` (from :func:`as_samples`) are feature vectors rather than images."""
     return samples.ndim == 2
