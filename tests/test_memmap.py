@@ -269,7 +269,7 @@ def test_fit_stream_resume_is_exact(tmp_path: Path) -> None:
     straight, full = stream_train(ds, 3)
     stream_train(ds, 2, tmp_path)
     resumed, rest = stream_train(ds, 3, tmp_path, resume=True)
-    assert rest.resumed_from_epoch == 2
+    assert (rest.resumed_phase, rest.resumed_from) == ("train", 2)
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
