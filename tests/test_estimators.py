@@ -612,3 +612,11 @@ def test_open_set_labels_come_with_datasets_and_dataloaders(digits):
         est = encircle.Softmax(**FAST).fit(data)
         np.testing.assert_array_equal(est.classes_, reference.classes_)
         np.testing.assert_allclose(est.anomaly_score(digits[2]), reference.anomaly_score(digits[2]), atol=1e-5)
+
+
+def test_a_refit_forgets_the_earlier_fit(cancer):
+    pd = pytest.importorskip("pandas")
+    est = encircle.DeepSVDD(**FAST).fit(pd.DataFrame(cancer[0], columns=[f"c{i}" for i in range(30)]))
+    assert hasattr(est, "feature_names_in_")
+    est.fit(cancer[0][:, :5])
+    assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 5

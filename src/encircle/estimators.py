@@ -157,8 +157,6 @@ class EncircleEstimator(_SkBase):
 
     #: the registered method this estimator trains
     _method: ClassVar[str] = ""
-    #: estimator argument -> method hyperparameter where the names differ
-    _renamed: ClassVar[dict[str, str]] = {}
     _is_open_set: ClassVar[bool] = False
     #: the method's networks take images only (OGNet)
     _images_only: ClassVar[bool] = False
@@ -166,8 +164,7 @@ class EncircleEstimator(_SkBase):
     # -- parameters -------------------------------------------------------------------
     def _method_params(self) -> dict[str, Any]:
         """The method's hyperparameters from this estimator's arguments."""
-        renamed = {v: k for k, v in self._renamed.items()}
-        values = {h.name: getattr(self, renamed.get(h.name, h.name)) for h in hyperparameters(self._kind())}
+        values = {h.name: getattr(self, h.name) for h in hyperparameters(self._kind())}
         if "score_rule" in values:
             rule = values["score_rule"]
             if rule not in SOFTMAX_SCORES:
@@ -235,6 +232,8 @@ class EncircleEstimator(_SkBase):
                 outlier exposure); refused by methods that do not use them.
         """
         kind = self._kind()
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)  # a refit starts clean (no classes_ or feature names of an earlier fit)
         samples = inputs.as_samples(X, "X")
         n = samples.shape[0]
         if n < 2:
@@ -536,18 +535,13 @@ class OpenSetEstimator(_SkClassifier, EncircleEstimator):
         return np.concatenate(out)
 
 
-def _estimator_class(
-    name: str, method: str, base: type[EncircleEstimator], summary: str, renamed: dict[str, str] | None = None
-) -> type[EncircleEstimator]:
+def _estimator_class(name: str, method: str, base: type[EncircleEstimator], summary: str) -> type[EncircleEstimator]:
     """A class whose ``__init__`` takes the method's hyperparameters and :data:`COMMON`, keyword-only.
 
     The signature is explicit (``inspect.signature`` shows every argument and its
     default), as ``get_params`` needs; ``__init__`` only stores the values.
     """
-    renamed = renamed or {}
-    back = {v: k for k, v in renamed.items()}
-    declared = hyperparameters(method_class(method))
-    specs = [(back.get(h.name, h.name), h.default, h.doc) for h in declared] + list(COMMON)
+    specs = [(h.name, h.default, h.doc) for h in hyperparameters(method_class(method))] + list(COMMON)
     parameters = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d, _ in specs]
     defaults = {n: d for n, d, _ in specs}
 
@@ -569,7 +563,7 @@ def _estimator_class(
         f"{summary}\n\n    Method ``{method}`` (:mod:`encircle.methods`); outputs: see "
         f":mod:`encircle.estimators`.\n\n    Args:\n{args}\n    "
     )
-    attributes = {"__init__": __init__, "__doc__": doc, "_method": method, "_renamed": renamed}
+    attributes: dict[str, Any] = {"__init__": __init__, "__doc__": doc, "_method": method}
     attributes["_images_only"] = method_class(method).recipe.get("model.name", "").startswith("ognet")
     cls = type(name, (base,), attributes)
     cls.__module__ = __name__
