@@ -27,7 +27,8 @@ def test_oneclass_per_class_table_with_seeds(tmp_path):
     assert results["table"][0]["paper %"] == 98.0 and "std %" in results["table"][0]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["metrics"]["mean_auroc"] == pytest.approx(metrics["mean_auroc"])
-    assert (tmp_path / "class0" / "seed1" / "pretrain_history.jsonl").is_file()
+    phases = {json.loads(line)["phase"] for line in (tmp_path / "class0" / "seed1" / "history.jsonl").open()}
+    assert phases == {"pretrain", "train"}, "pretraining runs as a phase of the one history"
 
 
 def test_oneclass_unknown_class(tmp_path):
