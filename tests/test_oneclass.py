@@ -41,4 +41,5 @@ def test_seed002_side_by_side(tmp_path):
     assert [row["variant"] for row in results["table"]] == ["no pretraining", "pretraining"]
     assert results["table"][1]["epochs"] == "1 AE + 1"
     assert set(results["metrics"]) == {"auroc_no_pretraining", "auroc_pretraining"}
-    assert (tmp_path / "pretraining" / "class0" / "seed0" / "pretrain.pt").is_file()
+    history = tmp_path / "pretraining" / "class0" / "seed0" / "history.jsonl"
+    assert [json.loads(line)["phase"] for line in history.open()] == ["pretrain", "train"]
