@@ -451,6 +451,7 @@ def test_scoring_data_of_another_width_or_kind(cancer):
         ({"objective": "hard"}, ConfigError, r"^method.objective must be one of"),
         ({"model": "resnet"}, ConfigError, r"^unknown model 'resnet'"),
         ({"random_state": "seed"}, ConfigError, r"^random_state must be None or an integer, got 'seed'$"),
+        ({"n_jobs": 0}, ConfigError, r"^n_jobs must be None, -1 or a positive integer, got 0$"),
     ],
 )
 def test_bad_arguments_fail_at_fit_with_the_argument_named(params, error, message, cancer):
@@ -620,3 +621,20 @@ def test_a_refit_forgets_the_earlier_fit(cancer):
     assert hasattr(est, "feature_names_in_")
     est.fit(cancer[0][:, :5])
     assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 5
+
+
+def test_n_jobs_sets_the_threads_only_while_the_estimator_works(cancer, monkeypatch):
+    seen = []
+    real = encircle.estimators.Detector.score
+
+    def spy(self, data, batch_size=None):
+        seen.append(torch.get_num_threads())
+        return real(self, data, batch_size)
+
+    monkeypatch.setattr(encircle.estimators.Detector, "score", spy)
+    torch.set_num_threads(2)
+    est = encircle.DeepSVDD(**FAST).fit(cancer[0])  # features on the CPU: one thread
+    est.anomaly_score(cancer[1])
+    assert set(seen) == {1} and torch.get_num_threads() == 2
+    est.set_params(n_jobs=2).anomaly_score(cancer[1])
+    assert seen[-1] == 2 and torch.get_num_threads() == 2

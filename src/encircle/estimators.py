@@ -57,8 +57,10 @@ import contextlib
 import copy
 import inspect
 import json
+import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -143,6 +145,12 @@ COMMON: tuple[tuple[str, Any, str], ...] = (
     ("amp", "off", "mixed precision: ``'off'``, ``'bf16'``, ``'fp16'`` or ``'auto'``"),
     ("random_state", None, "seed of every random generator (an int repeats a run exactly on the CPU)"),
     ("verbose", False, "show a progress bar while training"),
+    (
+        "n_jobs",
+        None,
+        "torch threads while fitting and scoring (-1: every core); ``None``: one for feature vectors on the CPU "
+        "(tiny networks, where more threads only add overhead), torch's setting otherwise",
+    ),
 )
 #: The softmax baseline's score rules by their estimator spelling.
 SOFTMAX_SCORES = {"msp": "msp", "maxlogit": "max-logit", "max-logit": "max-logit", "energy": "energy"} | {
@@ -261,7 +269,8 @@ class EncircleEstimator(_SkBase):
         config = self._config(samples, self._seed())
         detector = Detector(config)
         try:
-            detector.fit(samples, labels, outliers=extra, progress=bool(self.verbose) or False)
+            with self._threads(inputs.is_features(samples)):
+                detector.fit(samples, labels, outliers=extra, progress=bool(self.verbose) or False)
         except TrainingError as exc:
             # the engine names config keys (train.lr, method.eps): here they are this estimator's arguments
             message = re.sub(r"\b(train|method)\.(\w+)", r"\2", str(exc))
@@ -355,7 +364,28 @@ class EncircleEstimator(_SkBase):
         return batches
 
     def _anomaly_scores(self, samples: torch.Tensor) -> np.ndarray:
-        return self.detector_.score(samples).numpy().astype(np.float64)
+        with self._threads(inputs.is_features(samples)):
+            return self.detector_.score(samples).numpy().astype(np.float64)
+
+    @contextlib.contextmanager
+    def _threads(self, features: bool) -> Iterator[None]:
+        """Run with ``n_jobs`` torch threads (see :data:`COMMON`), restoring the setting after."""
+        wanted = self.n_jobs
+        if wanted is None:
+            on_cpu = self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available())
+            wanted = 1 if features and on_cpu else 0
+        elif not isinstance(wanted, int) or isinstance(wanted, bool) or wanted == 0 or wanted < -1:
+            raise ConfigError(f"n_jobs must be None, -1 or a positive integer, got {wanted!r}")
+        if wanted == -1:
+            wanted = os.cpu_count() or 1
+        before = torch.get_num_threads()
+        if wanted and wanted != before:
+            torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Anomaly scores, higher = more anomalous (PyOD's ``decision_function``), float64."""
@@ -512,7 +542,8 @@ class OpenSetEstimator(_SkClassifier, EncircleEstimator):
         above ``threshold_`` (unknown)."""
         out = []
         for samples in self._batches(X):
-            classes, scores = self.detector_.classify(samples)
+            with self._threads(inputs.is_features(samples)):
+                classes, scores = self.detector_.classify(samples)
             known = scores.numpy() <= self.threshold_
             out.append(np.where(known, self.classes_[classes.numpy()], -1))
         return np.concatenate(out).astype(np.int64)
@@ -528,7 +559,7 @@ class OpenSetEstimator(_SkClassifier, EncircleEstimator):
         for samples in self._batches(X):
             for chunk in samples.split(1024):
                 x = pipeline(chunk)
-                with pipeline.autocast():
+                with pipeline.autocast(), self._threads(inputs.is_features(samples)):
                     distances = getattr(method, "distances", None)
                     logits = -distances(x) if distances is not None else method.embed(x)
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64))
