@@ -59,6 +59,7 @@ bench: setup
 	$(PY) benchmarks/network_throughput.py
 	$(PY) benchmarks/oneclass_baselines.py --max-train 1000 --seeds 0 1 2
 	$(PY) benchmarks/deep_sad.py
+	$(PY) benchmarks/tabular.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

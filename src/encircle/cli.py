@@ -23,9 +23,6 @@ from typing import TYPE_CHECKING, Any
 from encircle import __version__
 from encircle._io import atomic_write_text
 from encircle.config import (
-    DataConfig,
-    ModelConfig,
-    RunConfig,
     flatten,
     load_toml,
     parse_override,
@@ -133,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="method name (deep-svdd, ognet, ...; 'deepsvdd' works too)")
     p.add_argument(
         "--model",
-        help="network name (default: lenet-mnist for 28x28 grayscale, else mlp; for ognet the paper's "
-        "'ognet', or 'ognet-small' on a CPU)",
+        help="network name (default from the data, encircle.inputs.default_network: mlp for features, "
+        "lenet-mnist for grayscale images, lenet-cifar10 for colour ones; for ognet the paper's 'ognet', "
+        "or 'ognet-small' on a CPU)",
     )
     p.add_argument("--tpr", type=float, help="share of normal data the threshold accepts (default 0.95)")
     p.add_argument("--out", required=True, help="where to save the detector (.pt)")
@@ -332,7 +330,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.tpr is not None:
         settings["calibration.tpr"] = args.tpr
     settings.update(_overrides(args))
-    config = with_overrides(_fit_defaults(data.images, settings.get("method.name")), settings)
+    from encircle.inputs import as_samples, default_config
+
+    # the library's defaults for this data (network, preprocessing), as the estimators use
+    samples = as_samples(data, "DATA")
+    config = with_overrides(default_config(samples, settings.get("method.name")), settings)
     from encircle.detector import Detector
 
     detector = Detector(config).fit(data, progress=_progress(args))
@@ -355,20 +357,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _fit_defaults(samples: Any, method: Any) -> RunConfig:
-    """Defaults for user data: the MNIST LeNet for 28x28 grayscale images, else an MLP;
-    then the method's own recipe (``Method.recipe``, e.g. OGNet's networks and schedule)."""
-    from encircle.methods import method_class
-
-    if samples.dtype.is_floating_point:
-        base = RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="standardize"))
-    elif tuple(samples.shape[1:]) == (1, 28, 28):
-        base = RunConfig(model=ModelConfig(name="lenet-mnist", out_features=32), data=DataConfig(preprocess="unit"))
-    else:
-        base = RunConfig(model=ModelConfig(name="mlp", out_features=16), data=DataConfig(preprocess="unit"))
-    return with_overrides(base, method_class(method).recipe) if method else base
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -70,7 +70,8 @@ def _as_samples(data: ArrayLike, what: str) -> torch.Tensor:
         raise DataError(f"{what} must have a sample axis and at least one feature axis, got shape {tuple(data.shape)}")
     if data.dtype != torch.uint8 and not data.is_floating_point():
         raise DataError(f"{what} must be uint8 images or floating-point features, got {data.dtype}")
-    return data
+    # float64 (NumPy's, pandas' and scikit-learn's default) and float16 features: the networks' float32
+    return data.float() if data.is_floating_point() and data.dtype != torch.float32 else data
 
 
 def _class_labels(data: ArrayLike, labels: torch.Tensor | np.ndarray | None, n: int) -> torch.Tensor:
@@ -327,21 +328,21 @@ class Detector:
     def save(self, path: str | Path) -> None:
         """Write the detector atomically (loadable with ``weights_only=True``)."""
         self._check_fitted()
-        save_file(
-            path,
-            "detector",
-            self.method_.name,
-            {
-                "config": self.config.to_dict(),
-                "model_kwargs": self.model_kwargs_,
-                "method_kwargs": self.method_kwargs_,
-                "state": {k: v.cpu() for k, v in self.method_.state_dict().items()},
-                "preprocess": self.preprocess_.state(),
-                "threshold": self.threshold_,
-                "num_classes": self.num_classes_,
-                "sample_shape": list(self.sample_shape_),
-            },
-        )
+        save_file(path, "detector", self.method_.name, self.state())
+
+    def state(self) -> dict[str, Any]:
+        """The payload :meth:`save` writes: plain values and tensors (``weights_only``-loadable)."""
+        self._check_fitted()
+        return {
+            "config": self.config.to_dict(),
+            "model_kwargs": self.model_kwargs_,
+            "method_kwargs": self.method_kwargs_,
+            "state": {k: v.cpu() for k, v in self.method_.state_dict().items()},
+            "preprocess": self.preprocess_.state(),
+            "threshold": self.threshold_,
+            "num_classes": self.num_classes_,
+            "sample_shape": list(self.sample_shape_),
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
@@ -353,7 +354,15 @@ class Detector:
                 value of the wrong type or range (the message names the field), or the
                 weights do not fit the network the file names.
         """
-        state = load_file(path, "detector")
+        return cls.from_state(load_file(path, "detector"), path)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: str | Path = "<state>") -> Detector:
+        """Rebuild a detector from :meth:`state` (``path`` names it in error messages).
+
+        Raises:
+            CheckpointError: as :meth:`load`.
+        """
         _check_fields(state, path)
         try:
             config = with_overrides(RunConfig(), flatten(state["config"]))

@@ -3,6 +3,10 @@
 Every input check raises a subclass of :class:`EncircleError` whose message names the
 argument, what was expected and what was got. The CLI prints such errors as one line
 and exits non-zero; anything else is a bug and keeps its traceback.
+
+:class:`DataError` and :class:`ConfigError` are also :class:`ValueError` s, so code
+written for scikit-learn (which raises ``ValueError`` for bad input and parameters)
+catches them as it would its own.
 """
 
 
@@ -10,11 +14,11 @@ class EncircleError(Exception):
     """Base class of every error encircle raises on purpose."""
 
 
-class DataError(EncircleError):
+class DataError(EncircleError, ValueError):
     """A dataset, file or array is missing, malformed or inconsistent."""
 
 
-class ConfigError(EncircleError):
+class ConfigError(EncircleError, ValueError):
     """A configuration key, value or protocol name is unknown or of the wrong type."""
 
 

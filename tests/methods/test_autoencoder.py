@@ -42,7 +42,7 @@ def test_decoder_output_shape_and_shared_encoder():
 
 def test_network_without_decoder_is_refused():
     with pytest.raises(ConfigError, match="has no decoder for autoencoder pretraining"):
-        create_method("autoencoder", create_model("mlp", in_features=4))
+        create_method("autoencoder", create_model("seed000"))
     with pytest.raises(ConfigError, match="divisible by 16"):
         create_method("autoencoder", create_model("lenet-mnist", out_features=20))
 
@@ -66,3 +66,10 @@ def test_detector_pretrains_then_trains(tmp_path):
     assert [r["phase"] for r in pre.fit_result_.history] == ["pretrain", "pretrain", "train"]
     assert (tmp_path / "history.jsonl").is_file() and (tmp_path / "checkpoint.pt").is_file()
     assert not torch.equal(pre.method_.center, plain.method_.center), "pretraining changed the initial network"
+
+
+def test_mlp_autoencoder_reconstructs_features():
+    net = create_model("mlp", in_features=5, hidden=(8,), out_features=3)
+    ae = create_method("autoencoder", net)
+    x = torch.randn(4, 5)
+    assert ae.reconstruct(x).shape == (4, 5) and ae.score(x).shape == (4,)

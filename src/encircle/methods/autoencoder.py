@@ -23,8 +23,9 @@ from encircle.train_config import TrainConfig, require
 
 
 def reconstruction_error(x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``sum((x_hat - x)^2)`` over every feature (the authors' AE loss/score)."""
-    return (reconstruction - x).pow(2).flatten(1).sum(dim=1)
+    """Per-sample ``sum((x_hat - x)^2)`` over every feature (the authors' AE loss/score);
+    a flat reconstruction (an MLP decoder's) is compared with the flattened input."""
+    return (reconstruction.reshape(x.shape) - x).pow(2).flatten(1).sum(dim=1)
 
 
 @register_method("autoencoder")
@@ -43,9 +44,9 @@ class Autoencoder(Method):
         if net.decoder is None:
             raise ConfigError(
                 f"{type(net).__name__} has no decoder for autoencoder pretraining; "
-                "use a network that has one (e.g. model.name='lenet-mnist') or method.pretrain=false"
+                "use a network that has one (e.g. model.name='lenet-mnist' or 'mlp') or method.pretrain=false"
             )
-        decoder = create_model(net.decoder, in_features=net.out_features)
+        decoder = create_model(net.decoder, in_features=net.out_features, **net.decoder_kwargs())
         self.decoder: nn.Module = decoder
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

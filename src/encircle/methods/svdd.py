@@ -148,6 +148,8 @@ class DeepSVDD(Method):
         self.center_ready.fill_(True)
 
     def _check_ready(self) -> None:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export/compile/ONNX trace a fitted method
+            return
         if not bool(self.center_ready):
             raise ConfigError("Deep SVDD's center is not set: call setup() (fit) first")
 

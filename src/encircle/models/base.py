@@ -23,6 +23,10 @@ class Backbone(nn.Module):
     #: pretraining (it takes ``in_features=out_features``), or ``None``.
     decoder: str | None = None
 
+    def decoder_kwargs(self) -> dict[str, object]:
+        """Arguments of :attr:`decoder` besides ``in_features`` (e.g. the MLP's output width)."""
+        return {}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

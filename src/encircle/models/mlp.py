@@ -21,9 +21,12 @@ class MLP(Backbone):
     number of elements.
     """
 
+    decoder = "mlp-decoder"
+
     def __init__(self, in_features: int, hidden: tuple[int, ...] = (64, 32), out_features: int = 16) -> None:
         super().__init__()
         self.out_features = out_features
+        self.hidden = tuple(hidden)
         widths = (in_features, *hidden)
         layers: list[nn.Module] = []
         for n_in, n_out in itertools.pairwise(widths):
@@ -31,6 +34,10 @@ class MLP(Backbone):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1], out_features, bias=False)
         self.in_features = in_features
+
+    def decoder_kwargs(self) -> dict[str, object]:
+        """The mirror image: ``out_features -> reversed(hidden) -> in_features``."""
+        return {"hidden": tuple(reversed(self.hidden)), "out_features": self.in_features}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.flatten(1))
@@ -46,3 +53,22 @@ class MLP(Backbone):
             raise DataError(
                 f"MLP expects samples with {self.in_features} values, got shape {tuple(sample_shape)} ({n} values)"
             )
+
+
+@register_model("mlp-decoder")
+class MLPDecoder(nn.Module):
+    """The MLP's decoder for autoencoder pretraining / reconstruction error: bias-free
+    ``in_features -> hidden... -> out_features`` with leaky ReLU between the layers and
+    a linear output (tabular features are unbounded, so no sigmoid)."""
+
+    def __init__(self, in_features: int = 16, hidden: tuple[int, ...] = (32, 64), out_features: int = 1) -> None:
+        super().__init__()
+        widths = (in_features, *hidden, out_features)
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(widths):
+            layers += [nn.Linear(n_in, n_out, bias=False), nn.LeakyReLU()]
+        self.body = nn.Sequential(*layers[:-1])
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(code)
+        return out
