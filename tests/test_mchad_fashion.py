@@ -52,7 +52,7 @@ def test_outliers_must_fit_the_data():
 
 
 def test_protocol_table_and_metrics(tmp_path):
-    overrides = {"data.max_train": 1200, "data.max_test": 600, "data.max_ood": 300, "train.epochs": 1}
+    overrides = {"data.max_train": 600, "data.max_test": 300, "data.max_ood": 150, "train.epochs": 1}
     try:
         results = run_protocol("mchad-fashion", out_dir=tmp_path, quick=True, overrides=overrides, progress=False)
     except DataError as exc:  # pragma: no cover - only without Fashion-MNIST
@@ -65,7 +65,8 @@ def test_protocol_table_and_metrics(tmp_path):
         assert {"near_auroc", "far_auroc", "near_fpr_at_95_tpr_out"} <= set(m), name
         assert ("accuracy" in m) == (name != "Deep SVDD (one-class)")
     assert results["classes"] == {"known": [0, 1, 2, 3, 4, 5], "outliers": [6, 7], "near_unknown": [8, 9]}
-    assert results["data"]["outliers"]["size"] == 1200
+    assert results["data"]["outliers"]["size"] == 600
+    assert results["config"]["model"]["name"] == "classifier32-small", "a backbone that classifies (docs/mchad.md)"
 
 
 def test_protocol_needs_outlier_classes(tmp_path):
