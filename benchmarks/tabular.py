@@ -1,6 +1,6 @@
 """Tabular one-class benchmark: encircle's DeepSVDD with its defaults against classical
-detectors (and PyOD's DeepSVDD when ``pyod`` is installed), on scikit-learn's built-in
-data sets.
+detectors (and PyOD's and DeepOD's DeepSVDD when ``pyod`` / ``deepod`` are installed), on
+scikit-learn's built-in data sets.
 
 Usage::
 
@@ -14,6 +14,7 @@ the other 40% plus every anomaly. AUROC has the anomalies as the positive class.
 
 Detectors, each with its library's defaults and no tuning: encircle ``DeepSVDD()``
 (standardizes internally), PyOD 3.x ``DeepSVDD`` (standardizes internally, 100 epochs),
+DeepOD 0.4.1 ``DeepSVDD`` (``device="cpu"``; ``pip install --no-deps deepod==0.4.1``),
 ``IsolationForest``, and ``OneClassSVM`` / ``LocalOutlierFactor(novelty=True)`` after a
 ``StandardScaler`` (both are distance based, so unscaled they are meaningless). Torch
 runs with one thread (tiny networks; several threads only add overhead on small
@@ -71,6 +72,12 @@ def detectors() -> dict[str, Callable[[int, int], Any]]:
         pass
     else:
         made["PyOD DeepSVDD"] = lambda seed, d: PyODDeepSVDD(n_features=d, random_state=seed, verbose=0)
+    try:  # DeepOD 0.4.1 installs beside torch 2.13.0 with `pip install --no-deps deepod==0.4.1`
+        from deepod.models.tabular import DeepSVDD as DeepODDeepSVDD
+    except ImportError:
+        pass
+    else:
+        made["DeepOD DeepSVDD"] = lambda seed, d: DeepODDeepSVDD(device="cpu", random_state=seed, verbose=0)
     return made
 
 
