@@ -489,8 +489,10 @@ class _BatchedOptimizer(torch.optim.Optimizer):
         self.models = models
 
     def step_models(self, models: list[int]) -> None:
-        rows = None if len(models) == self.models else torch.tensor(models)
-        self.step_rows(rows)
+        """Step the models ``models`` (indices into the stack), through :meth:`step` (which
+        the learning-rate schedulers watch)."""
+        self._rows = None if len(models) == self.models else torch.tensor(models)
+        self.step()
 
     @torch.no_grad()
     def step_rows(self, rows: torch.Tensor | None) -> None:
@@ -513,7 +515,8 @@ class _BatchedOptimizer(torch.optim.Optimizer):
                     value[rows] = sub_state[name]
 
     def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
-        self.step_rows(None)
+        rows, self._rows = getattr(self, "_rows", None), None
+        self.step_rows(rows)
 
     def init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
