@@ -7,7 +7,6 @@ in rounding only), AUROC within 1e-3.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
@@ -171,3 +170,25 @@ def test_sequential_path_is_detector_fit(mnist: tuple) -> None:
         assert isinstance(result, Detector)
         for name, value in alone.method_.state_dict().items():
             assert torch.equal(value, result.method_.state_dict()[name]), name
+
+
+def test_oneclass_protocol_batched_equals_sequential(tmp_path) -> None:
+    from encircle.experiments import run_protocol
+
+    overrides = {
+        "data.normal_classes": [0, 1],
+        "seeds": [0, 1],
+        "method.pretrain": False,
+        "train.epochs": 2,
+        "data.max_train": 150,
+        "data.max_test": 400,
+    }
+    tables = {}
+    for batch_models in (0, 1):
+        settings = overrides | {"train.batch_models": batch_models}
+        out = tmp_path / str(batch_models)
+        results = run_protocol("oneclass", out_dir=out, quick=True, overrides=settings, progress=False)
+        tables[batch_models] = results["metrics"]["per_class_auroc_per_seed"]
+        assert (out / "class1" / "seed1" / "history.jsonl").is_file()
+    for normal, values in tables[1].items():
+        assert tables[0][normal] == pytest.approx(values, abs=1e-3), normal

@@ -184,20 +184,22 @@ def fit_many(
     return results
 
 
+def unbatchable(kind: type[Method], config: TrainConfig) -> str:
+    """Why models of method ``kind`` cannot train batched with ``config`` (``""``: they can)."""
+    if kind.batch_loss is Method.batch_loss or kind.training_step is not Method.training_step:
+        return f"method {kind.name!r} has no pure batch_loss, or its own training_step"
+    if config.amp == "fp16" or config.augment != "none" or distributed.is_distributed():
+        return "fp16 AMP, augmentation and several processes are not batched"
+    return ""
+
+
 def _check_batchable(members: Sequence[Member], config: TrainConfig) -> None:
     kinds = {type(m.method) for m in members}
     if len(kinds) != 1:
         raise ConfigError(f"fit_many trains one method kind at a time, got {sorted(k.__name__ for k in kinds)}")
-    kind = kinds.pop()
-    if kind.batch_loss is Method.batch_loss or kind.training_step is not Method.training_step:
-        raise ConfigError(
-            f"method {kind.name!r} cannot be trained batched (it needs a pure batch_loss and the default "
-            "training_step); use train.batch_models=1"
-        )
-    if config.amp == "fp16" or config.augment != "none" or distributed.is_distributed():
-        raise ConfigError(
-            "the batched trainer runs without fp16 AMP, augmentation or several processes; use train.batch_models=1"
-        )
+    reason = unbatchable(kinds.pop(), config)
+    if reason:
+        raise ConfigError(f"cannot train these models batched: {reason}; use train.batch_models=1")
     names = [[p.name for p in m.phases] for m in members]
     if any(n != names[0] for n in names) or any(p.steps for m in members for p in m.phases):
         raise ConfigError(f"batched models need the same epoch-based phases, got {names}")

@@ -19,6 +19,7 @@ One class serves both settings:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ from encircle.models.base import Backbone
 from encircle.models.pretrained import load_pretrained, pretrained_normalization
 from encircle.preprocess import PREPROCESS_KINDS, Preprocess
 
+log = logging.getLogger(__name__)
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
 #: (checkpoint, history) file names in ``out_dir`` of a training run (every phase).
 TRAIN_FILES = ("checkpoint.pt", "history.jsonl")
@@ -480,7 +482,10 @@ def fit_detectors(
     first = jobs[0][0].config
     per_chunk = first.train.batch_models or len(jobs)
     results: list[Detector | TrainingError] = []
-    if per_chunk == 1:
+    reason = batched.unbatchable(method_class(first.method.name), first.train)
+    if reason and per_chunk > 1:
+        log.info("training %d models one after another: %s", len(jobs), reason)
+    if per_chunk == 1 or reason:
         for (detector, data, labels), tag in zip(jobs, tags, strict=True):
             try:
                 results.append(
