@@ -192,3 +192,31 @@ def test_oneclass_protocol_batched_equals_sequential(tmp_path) -> None:
         assert (out / "class1" / "seed1" / "history.jsonl").is_file()
     for normal, values in tables[1].items():
         assert tables[0][normal] == pytest.approx(values, abs=1e-3), normal
+
+
+def test_batched_run_resumes_exactly(mnist: tuple, tmp_path, monkeypatch) -> None:
+    from encircle.training_run import TrainingRun
+
+    config = _config(**{"train.epochs": 3, "train.checkpoint_every": 1})
+    jobs, tags, _ = _jobs(mnist, config, seeds=(0,))
+    straight = fit_detectors(jobs, tags=tags, progress=False)
+    save = TrainingRun.save
+
+    def save_then_die(self, entries, data_order):  # the process "dies" right after epoch 2's checkpoint
+        save(self, entries, data_order)
+        if entries["done"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingRun, "save", save_then_die)
+    fresh = [(Detector(d.config), x, y) for d, x, y in jobs]
+    with pytest.raises(KeyboardInterrupt):
+        fit_detectors(fresh, tags=tags, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(TrainingRun, "save", save)
+    again = [(Detector(d.config), x, y) for d, x, y in jobs]
+    resumed = fit_detectors(again, tags=tags, out_dir=tmp_path, resume=True, progress=False)
+    for a, b in zip(straight, resumed, strict=True):
+        assert isinstance(a, Detector) and isinstance(b, Detector)
+        assert b.fit_result_.resumed_from == 2
+        for name, value in a.method_.state_dict().items():
+            assert torch.equal(value, b.method_.state_dict()[name]), name
+        assert a.threshold_ == b.threshold_

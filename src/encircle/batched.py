@@ -382,7 +382,9 @@ class _Stack(Method):
         self.members, self.feed = members, feed
         self.planned: list[Phase] = []
         self.first_loss: dict[int, float] = {}
-        self.call = [_LossCall(_vmap_friendly(copy.deepcopy(members[0])))]  # a list: not a submodule, not in the state dict
+        self.call = [
+            _LossCall(_vmap_friendly(copy.deepcopy(members[0])))
+        ]  # a list: not a submodule, not in the state dict
         self.params: dict[str, torch.Tensor] = {}
         self.buffers_: dict[str, torch.Tensor] = {}
         for kind, named in (("param", members[0].named_parameters()), ("buffer", members[0].named_buffers())):
