@@ -52,11 +52,12 @@ and random augmentation draw differently when batched, so they do not match bitw
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -81,6 +82,8 @@ from encircle.methods.base import Batches, Method, Phase, Step
 from encircle.preprocess import Preprocess
 from encircle.train_config import TrainConfig
 from encircle.training_run import TrainingRun
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -329,13 +332,14 @@ class _BatchNormByOps(nn.modules.batchnorm._BatchNorm):
             centered = x - mean.view(shape)
             var = centered.pow(2).mean(dims)  # 3x faster than x.var under vmap, here
             if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+                assert self.running_mean is not None and self.running_var is not None
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
                     momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
                     n = x.numel() / x.shape[1]
-                    self.running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)  # type: ignore[union-attr]
+                    self.running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
                     unbiased = var.detach() * (n / max(n - 1, 1))
-                    self.running_var.mul_(1 - momentum).add_(unbiased * momentum)  # type: ignore[union-attr]
+                    self.running_var.mul_(1 - momentum).add_(unbiased * momentum)
         else:
             assert self.running_mean is not None and self.running_var is not None
             var, centered = self.running_var, x - self.running_mean.view(shape)
@@ -345,7 +349,7 @@ class _BatchNormByOps(nn.modules.batchnorm._BatchNorm):
         return y
 
 
-def _vmap_friendly(module: nn.Module) -> nn.Module:
+def _vmap_friendly(module: M) -> M:
     """``module`` (a private copy) with its BatchNorm layers computed by :class:`_BatchNormByOps`."""
     for sub in module.modules():
         if type(sub) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
@@ -408,7 +412,7 @@ class _Stack(Method):
                     self.buffers_[key] = stacked
         self.metrics: dict[str, torch.Tensor] = {}
 
-    def to(self, *args: Any, **kwargs: Any) -> _Stack:  # type: ignore[override]
+    def to(self, *args: Any, **kwargs: Any) -> _Stack:
         """Nothing to move: the stack is built on the device, and memory formats do not
         apply to stacked (5-D) convolution weights."""
         return self
@@ -431,11 +435,12 @@ class _Stack(Method):
     @torch.no_grad()
     def setup(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         for k in self.feed.active():
-            self._guard(k, lambda k=k: self.members[k].setup(self.feed.own_local(k)))
+            self._guard(k, self.members[k].setup, self.feed.own_local(k))
 
-    def _guard(self, k: int, hook: Callable[[], None]) -> None:
+    def _guard(self, k: int, hook: Callable[..., None], *args: Any) -> None:
+        """Run model ``k``'s hook; its :class:`TrainingError` stops that model only."""
         try:
-            hook()
+            hook(*args)
         except TrainingError as exc:
             self.feed.fail(k, str(exc))
 
@@ -517,11 +522,11 @@ class _Stack(Method):
     def after_step(self, epoch: int) -> None:
         for k, aux in self.auxes.items():
             self.members[k].observe(aux)
-            self._guard(k, lambda k=k: self.members[k].after_step(epoch))
+            self._guard(k, self.members[k].after_step, epoch)
 
     def after_epoch(self, epoch: int, batches: Callable[[], Batches]) -> None:
         for k in self.feed.active():
-            self._guard(k, lambda k=k: self.members[k].after_epoch(epoch, lambda k=k: self.feed.own_local(k)))
+            self._guard(k, self.members[k].after_epoch, epoch, functools.partial(self.feed.own_local, k))
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         raise ConfigError("score each trained model (Member.method), not the batch of them")

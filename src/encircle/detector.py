@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -458,7 +458,7 @@ def _check_fields(state: dict[str, Any], path: str | Path) -> None:
 
 
 def fit_detectors(
-    jobs: list[tuple[Detector, ArrayLike, torch.Tensor | np.ndarray | None]],
+    jobs: Sequence[tuple[Detector, ArrayLike, torch.Tensor | np.ndarray | None]],
     *,
     tags: list[str] | None = None,
     out_dir: str | Path | None = None,
