@@ -38,8 +38,9 @@ class TrainConfig:
     ``"shift"`` translates by up to ``augment_shift`` pixels, ``"resized-crop"`` crops
     ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe);
     ``batch_models``: how many models of a sweep (``oneclass``'s classes x seeds, the
-    one-class baseline benchmark) train at once (:mod:`encircle.batched`): 0 = all of
-    them in one batched run, 1 = one after another (the sequential path), ``N`` = chunks
+    one-class baseline benchmark, ``osr``'s trials) train at once (:mod:`encircle.batched`):
+    0 = automatic (all of them on a GPU, chunks of 6 on a CPU, where larger chunks
+    measured slower), 1 = one after another (the sequential path), ``N`` = chunks
     of at most ``N`` models (bounds memory, which grows linearly with the models in flight).
     """
 
