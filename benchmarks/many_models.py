@@ -11,7 +11,7 @@ share of the float32 matmul peak (a 2048 x 2048 ``torch.mm``'s GFLOP/s) that tra
 reached, from the LeNet's FLOPs per training image (forward 2 x 0.32 MMAC, training ~3x).
 
     .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
-        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000]
+        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 0]
 
 Writes ``benchmarks/results/many_models.json``.
 """
@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write_json
+from encircle.batched import models_in_flight
 from encircle.config import RunConfig, with_overrides
 from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.detector import Detector, fit_detectors
@@ -130,6 +131,9 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=3, help="the pretraining setting's AE epochs")
     parser.add_argument("--max-train", type=int, default=300, help="training images per class (0 = all)")
     parser.add_argument("--max-test", type=int, default=1000)
+    parser.add_argument(
+        "--in-flight", type=int, default=0, help="models at once when batched (train.batch_models; 0 = automatic)"
+    )
     parser.add_argument("--batch-models", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/many_models.json")
@@ -140,13 +144,14 @@ def main() -> None:
     peak = matmul_peak_gflops()
     report: dict = {"machine": machine(), "settings": vars(args), "matmul_peak_gflops": peak, "runs": {}}
     for setting, pretrain in (("no pretraining", 0), ("pretraining", args.pretrain_epochs)):
-        modes = {name: run_mode(args, bm, pretrain) for name, bm in (("sequential", 1), ("batched", 0))}
+        modes = {name: run_mode(args, bm, pretrain) for name, bm in (("sequential", 1), ("batched", args.in_flight))}
         seq, bat = modes["sequential"], modes["batched"]
         macs = 3 * LENET_MACS * args.epochs + (3 * (LENET_MACS + DECODER_MACS) * pretrain)
         flops = 2 * macs * seq["train_images"]
         diffs = [abs(a - b) for a, b in zip(seq["aurocs"], bat["aurocs"], strict=True)]
         report["runs"][setting] = {
             "models": len(seq["aurocs"]),
+            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu")),
             "sequential_s": seq["seconds"],
             "batched_s": bat["seconds"],
             "speedup": seq["seconds"] / bat["seconds"],
