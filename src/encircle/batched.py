@@ -362,41 +362,11 @@ class _BatchNormByOps(nn.modules.batchnorm._BatchNorm):
         return y
 
 
-class _ConvTransposeByConv(nn.ConvTranspose2d):
-    """A stride-1 transposed convolution as the equivalent convolution:
-    ``conv_transpose2d(x, W, padding=p) == conv2d(x, W^T flipped, padding=k-1-p)``.
-
-    Why: under ``vmap`` a transposed convolution becomes a grouped one, whose CPU backward
-    (not oneDNN's) took 0.8 s of a 1.5 s autoencoder step (K = 6, batch 200); as a
-    convolution it runs on oneDNN's grouped kernels.
-    """
-
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        ph, pw = cast(tuple[int, int], self.padding)
-        weight = self.weight.transpose(0, 1).flip(-1, -2)
-        return nn.functional.conv2d(x, weight, self.bias, padding=(kh - 1 - ph, kw - 1 - pw))
-
-
-def _plain_stride_one(conv: nn.ConvTranspose2d) -> bool:
-    return (
-        conv.stride == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.output_padding == (0, 0)
-        and conv.padding_mode == "zeros"
-        and not isinstance(conv.padding, str)
-    )
-
-
 def _vmap_friendly(module: M) -> M:
-    """``module`` (a private copy) with its BatchNorm layers computed by :class:`_BatchNormByOps`
-    and its stride-1 transposed convolutions by :class:`_ConvTransposeByConv`."""
+    """``module`` (a private copy) with its BatchNorm layers computed by :class:`_BatchNormByOps`."""
     for sub in module.modules():
         if type(sub) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
             sub.__class__ = _BatchNormByOps
-        if type(sub) is nn.ConvTranspose2d and _plain_stride_one(sub):
-            sub.__class__ = _ConvTransposeByConv
     return module
 
 
