@@ -11,7 +11,7 @@ share of the float32 matmul peak (a 2048 x 2048 ``torch.mm``'s GFLOP/s) that tra
 reached, from the LeNet's FLOPs per training image (forward 2 x 0.32 MMAC, training ~3x).
 
     .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
-        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 0]
+        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 6]
 
 Writes ``benchmarks/results/many_models.json``.
 """
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=300, help="training images per class (0 = all)")
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument(
-        "--in-flight", type=int, default=0, help="models at once when batched (train.batch_models; 0 = automatic)"
+        "--in-flight", type=int, default=6, help="models at once when batched (train.batch_models; 0 = automatic)"
     )
     parser.add_argument("--batch-models", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -151,7 +151,8 @@ def main() -> None:
         diffs = [abs(a - b) for a, b in zip(seq["aurocs"], bat["aurocs"], strict=True)]
         report["runs"][setting] = {
             "models": len(seq["aurocs"]),
-            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu")),
+            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
+            "automatic_in_flight": models_in_flight(0, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
             "sequential_s": seq["seconds"],
             "batched_s": bat["seconds"],
             "speedup": seq["seconds"] / bat["seconds"],

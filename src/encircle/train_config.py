@@ -39,8 +39,9 @@ class TrainConfig:
     ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe);
     ``batch_models``: how many models of a sweep (``oneclass``'s classes x seeds, the
     one-class baseline benchmark, ``osr``'s trials) train at once (:mod:`encircle.batched`):
-    0 = automatic (all of them on a GPU, chunks of 6 on a CPU, where larger chunks
-    measured slower), 1 = one after another (the sequential path), ``N`` = chunks
+    0 = automatic (all of them on a GPU; on a CPU chunks of 6, where larger chunks
+    measured slower, and one at a time with autoencoder pretraining, which measured
+    slower batched), 1 = one after another (the sequential path), ``N`` = chunks
     of at most ``N`` models (bounds memory, which grows linearly with the models in flight).
     """
 
