@@ -79,9 +79,15 @@ def test_quick_run_writes_the_json(tmp_path):
 @pytest.mark.slow
 def test_ablation_runs_mchad_with_outlier_exposure_under_each_setting(tmp_path):
     out = tmp_path / "ablation.json"
-    settings = ["data.max_train=200", "data.max_test=200", "data.max_ood=100", "model.name=seed000"]
+    settings = [
+        "data.max_train=200",
+        "data.max_test=200",
+        "data.max_ood=100",
+        "model.name=seed000",
+        "train.batch_size=64",
+    ]
     command = [sys.executable, str(SCRIPT), "--ablation", "--seeds", "0", "--out", str(out)]
-    for setting in settings + ["train.batch_size=64"]:
+    for setting in settings:
         command += ["--set", setting]
     subprocess.run(command, check=True, cwd=ROOT, timeout=600)
     written = json.loads(out.read_text())["ablation"]

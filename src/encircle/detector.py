@@ -18,19 +18,23 @@ One class serves both settings:
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from encircle import batched
+from encircle._io import atomic_write_text
 from encircle.checkpoint import load_file, save_file
 from encircle.config import RunConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
 from encircle.engine import FitResult, InputPipeline, fit, inference_batch_size, resolve_device
-from encircle.errors import CheckpointError, DataError
+from encircle.errors import CheckpointError, DataError, TrainingError
 from encircle.methods import create_method, list_methods
 from encircle.methods.base import Method
 from encircle.methods.registry import method_class
@@ -39,6 +43,7 @@ from encircle.models.base import Backbone
 from encircle.models.pretrained import load_pretrained, pretrained_normalization
 from encircle.preprocess import PREPROCESS_KINDS, Preprocess
 
+log = logging.getLogger(__name__)
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
 #: (checkpoint, history) file names in ``out_dir`` of a training run (every phase).
 TRAIN_FILES = ("checkpoint.pt", "history.jsonl")
@@ -176,6 +181,18 @@ class Detector:
         the one engine; ``out_dir`` receives its ``checkpoint.pt`` and ``history.jsonl``,
         and ``resume`` continues from that checkpoint in the phase it records.
         """
+        samples, train, train_labels, extra, holdout_idx = self._prepare(data, labels, outliers)
+        self.fit_result_: FitResult | None = self._train(
+            train, train_labels, extra, eval_hook, out_dir, resume, progress
+        )
+        self._complete(samples, train, train_labels, holdout_idx)
+        return self
+
+    def _prepare(
+        self, data: ArrayLike, labels: torch.Tensor | np.ndarray | None, outliers: ArrayLike | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Checks, the train/calibration split, the seeded network, the fitted
+        preprocessing and the method: ``(samples, train, train labels, outliers, holdout)``."""
         kind = method_class(self.config.method.name)
         samples = _as_samples(data, "data")
         targets = _targets(kind, data, labels, samples.shape[0])
@@ -188,14 +205,16 @@ class Detector:
         self.preprocess_ = self._fit_preprocess(net, train)
         self.method_kwargs_ = self.config.method.hyperparameters()
         self.method_ = create_method(self.config.method.name, net, self.num_classes_, **self.method_kwargs_)
-        self.fit_result_: FitResult | None = self._train(
-            train, train_labels, extra, eval_hook, out_dir, resume, progress
-        )
+        return samples, train, train_labels, extra, holdout_idx
+
+    def _complete(
+        self, samples: torch.Tensor, train: torch.Tensor, train_labels: torch.Tensor, holdout_idx: torch.Tensor
+    ) -> None:
+        """After training: the method's statistics, then the calibrated threshold."""
         self._finalize(train, train_labels)
         self.threshold_ = threshold_at_tpr(
             self.score(samples[holdout_idx] if len(holdout_idx) else train), self.config.calibration.tpr
         )
-        return self
 
     def _split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded ``(train, calibration)`` indices: ``calibration.holdout`` of the samples held out."""
@@ -445,3 +464,81 @@ def _check_fields(state: dict[str, Any], path: str | Path) -> None:
         value = state.get(name, _DEFAULTS.get(name))
         if not ok(value):
             raise CheckpointError(f"{str(path)!r}: field {name!r} must be {expected}, got {value!r:.80}")
+
+
+def fit_detectors(
+    jobs: Sequence[tuple[Detector, ArrayLike, torch.Tensor | np.ndarray | None]],
+    *,
+    tags: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> list[Detector | TrainingError]:
+    """Fit many detectors of one method and architecture (a sweep over classes, seeds or
+    trials): ``jobs`` are ``(detector, data, labels)``; returns each fitted detector, or
+    the :class:`TrainingError` that stopped it (the others still train).
+
+    ``train.batch_models`` (of the first detector's config) says how many train at once
+    (:mod:`encircle.batched`): 0 = automatic (all of them on a GPU; on a CPU chunks of
+    :data:`~encircle.batched.CPU_MODELS_IN_FLIGHT`, or one at a time with autoencoder
+    pretraining, see :func:`~encircle.batched.models_in_flight`), 1 = one after another with
+    :meth:`Detector.fit` (the sequential path), ``N`` = chunks of ``N``. Batched, each
+    model still trains exactly as it would alone, to float rounding. ``out_dir`` holds
+    ``chunkI/checkpoint.pt`` of each chunk (``resume`` continues it) and ``TAG/history.jsonl``.
+    """
+    if not jobs:
+        return []
+    tags = tags or [f"model{i}" for i in range(len(jobs))]
+    out = Path(out_dir) if out_dir is not None else None
+    first = jobs[0][0].config
+    pretraining = bool(first.method.hyperparameters().get("pretrain", False))
+    device = resolve_device(first.train.device)
+    per_chunk = batched.models_in_flight(first.train.batch_models, len(jobs), device, pretraining)
+    results: list[Detector | TrainingError] = []
+    reason = batched.unbatchable(method_class(first.method.name), first.train)
+    if reason and per_chunk > 1:
+        log.info("training %d models one after another: %s", len(jobs), reason)
+    if per_chunk == 1 or reason:
+        for (detector, data, labels), tag in zip(jobs, tags, strict=True):
+            try:
+                results.append(
+                    detector.fit(data, labels, out_dir=out / tag if out else None, resume=resume, progress=progress)
+                )
+            except TrainingError as exc:
+                results.append(TrainingError(f"{tag}: {exc}"))
+        return results
+    for start in range(0, len(jobs), per_chunk):
+        chunk, chunk_tags = jobs[start : start + per_chunk], tags[start : start + per_chunk]
+        prepared, members = [], []
+        for (detector, data, labels), tag in zip(chunk, chunk_tags, strict=True):
+            samples, train, train_labels, _, holdout = detector._prepare(data, labels, None)
+            prepared.append((samples, train, train_labels, holdout))
+            members.append(
+                batched.member(
+                    detector.method_,
+                    train,
+                    train_labels,
+                    detector.config.train,
+                    preprocess=detector.preprocess_,
+                    seed=detector.config.seed,
+                    tag=tag,
+                )
+            )
+        fitted = batched.fit_many(
+            members,
+            first.train,
+            checkpoint_path=out / f"chunk{start // per_chunk}" / TRAIN_FILES[0] if out else None,
+            resume=resume,
+            metadata={"config": first.to_dict(), "tags": chunk_tags},
+            progress=progress,
+        )
+        for (detector, _, _), tag, parts, result in zip(chunk, chunk_tags, prepared, fitted, strict=True):
+            if isinstance(result, TrainingError):
+                results.append(result)
+                continue
+            detector.fit_result_ = result
+            if out is not None:
+                atomic_write_text(out / tag / TRAIN_FILES[1], "".join(json.dumps(r) + "\n" for r in result.history))
+            detector._complete(*parts)
+            results.append(detector)
+    return results

@@ -36,7 +36,13 @@ class TrainConfig:
     ``eval_every`` = 0 evaluates only at the end;
     ``augment`` transforms training batches on the device (:mod:`encircle.augment`):
     ``"shift"`` translates by up to ``augment_shift`` pixels, ``"resized-crop"`` crops
-    ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe).
+    ``augment_min_scale``..1 of the area and resizes back (the CAC authors' recipe);
+    ``batch_models``: how many models of a sweep (``oneclass``'s classes x seeds, the
+    one-class baseline benchmark, ``osr``'s trials) train at once (:mod:`encircle.batched`):
+    0 = automatic (all of them on a GPU; on a CPU chunks of 6, where larger chunks
+    measured slower, and one at a time with autoencoder pretraining, which measured
+    slower batched), 1 = one after another (the sequential path), ``N`` = chunks
+    of at most ``N`` models (bounds memory, which grows linearly with the models in flight).
     """
 
     epochs: int = 20
@@ -56,6 +62,7 @@ class TrainConfig:
     augment: str = "none"
     augment_shift: int = 2
     augment_min_scale: float = 0.7
+    batch_models: int = 0
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -77,4 +84,5 @@ class TrainConfig:
         require(self.eval_every >= 0, "train.eval_every", ">= 0", self.eval_every)
         require(self.augment in AUGMENTATIONS, "train.augment", f"one of {AUGMENTATIONS}", self.augment)
         require(self.augment_shift >= 0, "train.augment_shift", ">= 0", self.augment_shift)
+        require(self.batch_models >= 0, "train.batch_models", ">= 0", self.batch_models)
         require(0 < self.augment_min_scale <= 1, "train.augment_min_scale", "in (0, 1]", self.augment_min_scale)

@@ -52,8 +52,8 @@ class Autoencoder(Method):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.embed(x))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return reconstruction_error(x, self.reconstruct(x).float()).mean()
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return reconstruction_error(x, self.reconstruct(x).float()).mean(), {}
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return reconstruction_error(x, self.reconstruct(x).float())

@@ -152,8 +152,29 @@ class Method(nn.Module):
         """Initialise learned state from preprocessed training batches before a phase (default: none)."""
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Training loss on a preprocessed batch ``x`` with labels ``y``."""
-        raise NotImplementedError
+        """Training loss on a preprocessed batch ``x`` with labels ``y``.
+
+        Default: :meth:`batch_loss`'s loss, its auxiliary tensors handed to :meth:`observe`.
+        """
+        value, aux = self.batch_loss(x, y)
+        self.observe(aux)
+        return value
+
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss as a *pure* function of the batch, the parameters and the
+        buffers: ``(loss, aux)``, ``aux`` a dict of detached tensors for :meth:`observe`.
+
+        Pure means no attribute is set and no state changes (BatchNorm's running
+        statistics aside), so the batched trainer (:mod:`encircle.batched`) can run it
+        for K models at once under ``torch.vmap``; state that depends on the batch (Deep
+        SVDD's output spread, the soft-boundary radius) is kept by :meth:`observe`,
+        which the batched trainer calls per model outside ``vmap``. A method that only
+        overrides :meth:`loss` trains one model at a time.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no batch_loss")
+
+    def observe(self, aux: dict[str, torch.Tensor]) -> None:
+        """Keep what a training batch's :meth:`batch_loss` returned besides the loss (default: nothing)."""
 
     def after_step(self, epoch: int) -> None:
         """Called after every training step (``epoch`` counts from 0); default: nothing."""

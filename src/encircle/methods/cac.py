@@ -77,8 +77,8 @@ class ClassAnchorClustering(Method):
         for _, y in batches:
             check_class_labels(y, self.num_classes, "CAC")
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cac_loss(euclidean_distances(self.embed(x), self.anchors), y, self.lambda_anchor)
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return cac_loss(euclidean_distances(self.embed(x), self.anchors), y, self.lambda_anchor), {}
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Distances to the test-time anchors (the re-estimated means after ``finalize``)."""

@@ -60,8 +60,7 @@ class DeepSAD(DeepSVDD):
         super().__init__(net, num_classes, **kwargs)
         self.eta = eta
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self._check_ready()
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.embed(x)
-        self._track_spread(z.detach())
-        return deep_sad_loss(squared_distances(z, self.center), y < 0, self.eta)
+        dist = squared_distances(z, self.center)
+        return deep_sad_loss(dist, y < 0, self.eta), {"z": z.detach(), "dist": dist.detach()}

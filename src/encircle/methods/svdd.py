@@ -160,13 +160,22 @@ class DeepSVDD(Method):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self._check_ready()
+        return super().loss(x, y)
+
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 4 or Eq. 3, pure; ``aux``: the outputs ``z`` and squared distances ``dist``."""
         z = self.embed(x)
-        self._track_spread(z.detach())
         dist = squared_distances(z, self.center)
+        aux = {"z": z.detach(), "dist": dist.detach()}
         if self.objective == "one-class":
-            return one_class_svdd_loss(dist)
-        self._batch_dist = dist.detach()
-        return soft_boundary_svdd_loss(dist, self.radius, self.nu)
+            return one_class_svdd_loss(dist), aux
+        return soft_boundary_svdd_loss(dist, self.radius, self.nu), aux
+
+    def observe(self, aux: dict[str, torch.Tensor]) -> None:
+        """Track the outputs' spread (collapse check); keep the batch's distances for the radius."""
+        self._track_spread(aux["z"])
+        if self.objective == "soft-boundary":
+            self._batch_dist = aux["dist"]
 
     def after_step(self, epoch: int) -> None:
         """Authors' rule: after warm-up, ``R`` = quantile of this mini-batch's distances.

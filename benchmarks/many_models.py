@@ -1,0 +1,181 @@
+"""Many small models at once: the one-class sweep trained sequentially vs batched.
+
+The ``oneclass`` protocol's sweep (every MNIST class normal in turn x ``--seeds``) with
+the paper-width LeNet (``lenet-mnist``: 8 and 4 filters, 32-d output), fixed epochs,
+without and with autoencoder pretraining, trained one model after another
+(``train.batch_models=1``) and all at once (``train.batch_models=0``,
+:mod:`encircle.batched`) in one run on the same machine. Each mode runs in its own child
+process, so its peak memory (``ru_maxrss``) is its own. Reported per setting: wall
+seconds of both and their ratio, the largest per-model AUROC difference, peak RSS, and the
+share of the float32 matmul peak (a 2048 x 2048 ``torch.mm``'s GFLOP/s) that training
+reached, from the LeNet's FLOPs per training image (forward 2 x 0.32 MMAC, training ~3x).
+
+    .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
+        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 6]
+
+Writes ``benchmarks/results/many_models.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write_json
+from encircle.batched import models_in_flight
+from encircle.config import RunConfig, with_overrides
+from encircle.data import load_dataset, one_class, stratified_subset
+from encircle.detector import Detector, fit_detectors
+from encircle.metrics import auroc
+
+#: Multiply-accumulates of one forward pass of the paper-width MNIST LeNet (conv1 + conv2 + fc).
+LENET_MACS = 28 * 28 * 8 * 25 + 14 * 14 * 4 * 8 * 25 + 4 * 7 * 7 * 32
+#: Decoder's (three 5x5 transposed convolutions at 8x8, 16x16 and 28x28).
+DECODER_MACS = 8 * 8 * 4 * 2 * 25 + 16 * 16 * 8 * 4 * 25 + 28 * 28 * 1 * 8 * 25
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One mode of one setting: fit every model, score it, report seconds and AUROCs."""
+    train_all = load_dataset("mnist", "train")
+    test_all = stratified_subset(load_dataset("mnist", "test"), args.max_test, 0)
+    config = with_overrides(
+        RunConfig(),
+        {
+            "model.name": "lenet-mnist",
+            "model.out_features": 32,
+            "method.name": "deep-svdd",
+            "method.pretrain": args.pretrain_epochs > 0,
+            "method.pretrain_epochs": max(1, args.pretrain_epochs),
+            "method.pretrain_lr_milestones": [],
+            "data.preprocess": "gcn-minmax",
+            "train.epochs": args.epochs,
+            "train.batch_size": 200,
+            "train.lr": 1e-4,
+            "train.weight_decay": 5e-7,
+            "train.device": "cpu",
+            "train.batch_models": args.batch_models,
+            "calibration.holdout": 0.0,
+        },
+    )
+    jobs, tests, images = [], [], 0
+    for normal in args.classes:
+        train = stratified_subset(one_class(train_all, normal, train=True), args.max_train, 0)
+        for seed in args.seeds:
+            jobs.append((Detector(with_overrides(config, {"seed": seed})), train.images, None))
+            tests.append(one_class(test_all, normal, train=False))
+            images += len(train)
+    start = time.perf_counter()
+    fitted = fit_detectors(jobs, progress=False)
+    seconds = time.perf_counter() - start
+    aurocs = [
+        auroc(d.score(t), t.labels) if isinstance(d, Detector) else float("nan")
+        for d, t in zip(fitted, tests, strict=True)
+    ]
+    return {
+        "seconds": seconds,
+        "aurocs": aurocs,
+        "train_images": images,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--batch-models",
+        str(batch_models),
+        "--pretrain-epochs",
+        str(pretrain_epochs),
+        "--epochs",
+        str(args.epochs),
+        "--max-train",
+        str(args.max_train),
+        "--max-test",
+        str(args.max_test),
+        "--classes",
+        *map(str, args.classes),
+        "--seeds",
+        *map(str, args.seeds),
+    ]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--pretrain-epochs", type=int, default=3, help="the pretraining setting's AE epochs")
+    parser.add_argument("--max-train", type=int, default=300, help="training images per class (0 = all)")
+    parser.add_argument("--max-test", type=int, default=1000)
+    parser.add_argument(
+        "--in-flight", type=int, default=6, help="models at once when batched (train.batch_models; 0 = automatic)"
+    )
+    parser.add_argument("--batch-models", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="benchmarks/results/many_models.json")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    peak = matmul_peak_gflops()
+    report: dict = {"machine": machine(), "settings": vars(args), "matmul_peak_gflops": peak, "runs": {}}
+    for setting, pretrain in (("no pretraining", 0), ("pretraining", args.pretrain_epochs)):
+        modes = {name: run_mode(args, bm, pretrain) for name, bm in (("sequential", 1), ("batched", args.in_flight))}
+        seq, bat = modes["sequential"], modes["batched"]
+        macs = 3 * LENET_MACS * args.epochs + (3 * (LENET_MACS + DECODER_MACS) * pretrain)
+        flops = 2 * macs * seq["train_images"]
+        diffs = [abs(a - b) for a, b in zip(seq["aurocs"], bat["aurocs"], strict=True)]
+        report["runs"][setting] = {
+            "models": len(seq["aurocs"]),
+            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
+            "automatic_in_flight": models_in_flight(0, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
+            "sequential_s": seq["seconds"],
+            "batched_s": bat["seconds"],
+            "speedup": seq["seconds"] / bat["seconds"],
+            "max_auroc_diff": max(diffs),
+            "mean_auroc_sequential": statistics.fmean(seq["aurocs"]),
+            "mean_auroc_batched": statistics.fmean(bat["aurocs"]),
+            "max_rss_mib": {"sequential": seq["max_rss_mib"], "batched": bat["max_rss_mib"]},
+            "matmul_peak_share": {
+                "sequential": flops / seq["seconds"] / 1e9 / peak,
+                "batched": flops / bat["seconds"] / 1e9 / peak,
+            },
+            "per_model_auroc": {"sequential": seq["aurocs"], "batched": bat["aurocs"]},
+        }
+        write_json(args.out, report)
+        r = report["runs"][setting]
+        print(
+            f"{setting}: {r['models']} models, sequential {r['sequential_s']:.1f} s, batched {r['batched_s']:.1f} s, "
+            f"{r['speedup']:.2f}x; max AUROC diff {r['max_auroc_diff']:.2g}; peak RSS {seq['max_rss_mib']:.0f} / "
+            f"{bat['max_rss_mib']:.0f} MiB",
+            flush=True,
+        )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
