@@ -15,7 +15,7 @@ import torch
 from encircle.batched import BatchedAdam, BatchedSGD
 from encircle.config import RunConfig, with_overrides
 from encircle.data import load_dataset, one_class, stratified_subset
-from encircle.detector import Detector, fit_detectors
+from encircle.detector import Detector, all_fitted, fit_detectors
 from encircle.errors import TrainingError
 from encircle.metrics import auroc
 
@@ -221,3 +221,11 @@ def test_batched_run_resumes_exactly(mnist: tuple, tmp_path, monkeypatch) -> Non
         for name, value in a.method_.state_dict().items():
             assert torch.equal(value, b.method_.state_dict()[name]), name
         assert a.threshold_ == b.threshold_
+
+
+def test_all_fitted_names_every_failure_or_returns_the_detectors():
+    ok = Detector()
+    assert all_fitted([ok, ok]) == [ok, ok]
+    failed = TrainingError("class3/seed0: the deep-svdd loss is nan")
+    with pytest.raises(TrainingError, match=r"1 of 2 trials failed: class3/seed0: the deep-svdd loss is nan"):
+        all_fitted([ok, failed], "trials")

@@ -542,3 +542,12 @@ def fit_detectors(
             detector._complete(*parts)
             results.append(detector)
     return results
+
+
+def all_fitted(results: list[Detector | TrainingError], what: str = "models") -> list[Detector]:
+    """The detectors of :func:`fit_detectors`, or one :class:`TrainingError` naming every
+    model that failed (for callers that need them all, e.g. a protocol's table)."""
+    failures = [str(r) for r in results if isinstance(r, TrainingError)]
+    if failures:
+        raise TrainingError(f"{len(failures)} of {len(results)} {what} failed: " + "; ".join(failures))
+    return [r for r in results if isinstance(r, Detector)]

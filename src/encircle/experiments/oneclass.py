@@ -38,8 +38,8 @@ import torch
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, one_class, stratified_subset
 from encircle.data.dataset import ImageDataset
-from encircle.detector import Detector, fit_detectors
-from encircle.errors import ConfigError, TrainingError
+from encircle.detector import Detector, all_fitted, fit_detectors
+from encircle.errors import ConfigError
 from encircle.experiments.evaluation import class_list, method_label
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.metrics import auroc
@@ -91,11 +91,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
                 continue
             detector.fit(train, outliers=anomalies, out_dir=ctx.out_dir / tag, resume=ctx.resume, progress=ctx.progress)
             fitted.append((tag, normal, detector, test))
-    results = fit_detectors(jobs, tags=tags, out_dir=ctx.out_dir, resume=ctx.resume, progress=ctx.progress)
-    failures = [str(r) for r in results if isinstance(r, TrainingError)]
-    if failures:
-        raise TrainingError(f"{len(failures)} of {len(results)} models failed: " + "; ".join(failures))
-    fitted += [(tag, c, d, t) for tag, d, (c, t) in zip(tags, results, tests, strict=True) if isinstance(d, Detector)]
+    results = all_fitted(fit_detectors(jobs, tags=tags, out_dir=ctx.out_dir, resume=ctx.resume, progress=ctx.progress))
+    fitted += [(tag, c, d, t) for tag, d, (c, t) in zip(tags, results, tests, strict=True)]
     for tag, normal, detector, test in fitted:
         value = auroc(detector.score(test), test.labels)
         per_class.setdefault(str(normal), []).append(value)

@@ -35,8 +35,8 @@ from encircle.artifacts import save_scores
 from encircle.config import CalibrationConfig, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from encircle.data import load_dataset, open_set, stratified_subset
 from encircle.data.dataset import ImageDataset
-from encircle.detector import Detector, fit_detectors
-from encircle.errors import ConfigError, TrainingError
+from encircle.detector import Detector, all_fitted, fit_detectors
+from encircle.errors import ConfigError
 from encircle.experiments.evaluation import mean_and_std, method_label, open_set_metrics
 from encircle.experiments.protocol import Protocol, RunContext, describe_dataset, register_protocol
 from encircle.results import SUMMARY, ResultRow, metric_rows
@@ -102,12 +102,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         resume=ctx.resume,
         progress=ctx.progress,
     )
-    failures = [str(r) for r in fitted if isinstance(r, TrainingError)]
-    if failures:
-        raise TrainingError(f"{len(failures)} of {len(fitted)} trials failed: " + "; ".join(failures))
-    for (name, known), detector in zip(splits, fitted, strict=True):
-        if not isinstance(detector, Detector):  # pragma: no cover - failures raised above
-            raise TrainingError(f"trial {name} did not train")
+    for (name, known), detector in zip(splits, all_fitted(fitted, "trials"), strict=True):
         test = open_set(test_all, known, train=False)
         detector.save(ctx.out_dir / name / "detector.pt")
         classes, scores = detector.classify(test)
