@@ -15,7 +15,7 @@ from encircle.data.dataset import ImageDataset
 from encircle.detector import Detector
 from encircle.engine import fit
 from encircle.errors import CheckpointError, ConfigError, DataError
-from encircle.experiments import run_protocol
+from encircle.experiments import get_protocol, run_protocol
 from encircle.experiments.ognet import ognet_test_split
 from encircle.methods import create_method
 from encircle.methods.ognet import (
@@ -500,3 +500,15 @@ def test_phase_two_settings_come_from_the_config(noise_samples):
     detector = Detector(with_overrides(OGNET_DEFAULTS, settings)).fit(noise_samples, progress=False)
     method = detector.method_
     assert (method.phase2_batch_size, method.real_weight, method.pseudo_weight) == (4, 0.3, 0.2)
+
+
+def test_quick_form_changes_only_the_budget():
+    """The quick run and the full run must compute the same thing at different sizes: the
+    quick form may only shrink data, epochs, steps and width (docs/ognet.md, "Quick vs
+    full"), never touch the objective, the schedule's rates or the test split."""
+    from encircle.experiments import get_protocol
+
+    quick = get_protocol("ognet-mnist").quick
+    budget = {"data.normal_classes", "data.max_train", "train.epochs", "method.phase2_iterations", "baseline_epochs"}
+    assert set(quick) <= budget | {"model.name"}, set(quick) - budget
+    assert quick.get("model.name", "ognet") in {"ognet", "ognet-small"}, "the same networks, narrower"
