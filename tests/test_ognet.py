@@ -506,8 +506,6 @@ def test_quick_form_changes_only_the_budget():
     """The quick run and the full run must compute the same thing at different sizes: the
     quick form may only shrink data, epochs, steps and width (docs/ognet.md, "Quick vs
     full"), never touch the objective, the schedule's rates or the test split."""
-    from encircle.experiments import get_protocol
-
     quick = get_protocol("ognet-mnist").quick
     budget = {"data.normal_classes", "data.max_train", "train.epochs", "method.phase2_iterations", "baseline_epochs"}
     assert set(quick) <= budget | {"model.name"}, set(quick) - budget
