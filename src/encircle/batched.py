@@ -358,21 +358,27 @@ class _BatchNormByOps(nn.modules.batchnorm._BatchNorm):
             centered = x - mean.view(shape)
             var = centered.pow(2).mean(dims)  # 3x faster than x.var under vmap, here
             if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-                assert self.running_mean is not None and self.running_var is not None
+                running_mean, running_var = self._running()
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
                     momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
                     n = x.numel() / x.shape[1]
-                    self.running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
+                    running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
                     unbiased = var.detach() * (n / max(n - 1, 1))
-                    self.running_var.mul_(1 - momentum).add_(unbiased * momentum)
+                    running_var.mul_(1 - momentum).add_(unbiased * momentum)
         else:
-            assert self.running_mean is not None and self.running_var is not None
-            var, centered = self.running_var, x - self.running_mean.view(shape)
+            running_mean, running_var = self._running()
+            var, centered = running_var, x - running_mean.view(shape)
         y = centered * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
+
+    def _running(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running statistics (``track_running_stats``: they exist)."""
+        if self.running_mean is None or self.running_var is None:
+            raise TrainingError("BatchNorm without running statistics cannot update or use them")
+        return self.running_mean, self.running_var
 
 
 def _vmap_friendly(module: M) -> M:
@@ -429,8 +435,7 @@ class _Stack(Method):
                     shared[id(first)] = stacked
                 key = "method." + name
                 safe = key.replace(".", "-")
-                if kind == "param":
-                    assert isinstance(stacked, nn.Parameter)
+                if isinstance(stacked, nn.Parameter):
                     self.register_parameter(safe, stacked)
                     self.params[key] = stacked
                 else:
@@ -491,7 +496,8 @@ class _Stack(Method):
                 stepping.append(k)
                 total = total + loss
         opt = cast(_PhaseRun, step).optimizers["main"]
-        assert isinstance(opt, _BatchedOptimizer)
+        if not isinstance(opt, _BatchedOptimizer):
+            raise TrainingError(f"a batched run needs its batched optimiser, got {type(opt).__name__}")
         opt.zero_grad(set_to_none=True)
         if stepping:
             total.backward()
