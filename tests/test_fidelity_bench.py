@@ -93,3 +93,35 @@ def test_ablation_runs_mchad_with_outlier_exposure_under_each_setting(tmp_path):
     written = json.loads(out.read_text())["ablation"]
     assert set(written) == set(load_script().ABLATIONS)
     assert all(len(runs) == 1 and 0 <= runs[0]["near_auroc"] <= 1 for runs in written.values())
+
+
+@pytest.mark.slow
+def test_ognet_mode_runs_the_protocol_per_digit_and_checks_the_claim(tmp_path):
+    out = tmp_path / "ognet.json"
+    settings = ["data.max_train=64", "data.max_test=120", "baseline_epochs=1", "method.phase2_iterations=2"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--ognet",
+        "--quick",
+        "--classes",
+        "0",
+        "1",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+    ]
+    for setting in settings:
+        command += ["--set", setting]
+    subprocess.run(command, check=True, cwd=ROOT, timeout=600)
+    written = json.loads(out.read_text())
+    assert written["protocol"] == "ognet-mnist"
+    summary = written["summary"]
+    assert set(summary["ognet_phase_two"]["per_class"]) == {"0", "1"}
+    assert all(len(values) == 1 for values in summary["deep_svdd"]["per_seed"].values())
+    mean = summary["ognet_phase_two"]["mean"]
+    assert mean == pytest.approx(sum(summary["ognet_phase_two"]["per_class"].values()) / 2)
+    holds = written["claims"]["ognet_phase_two_at_least_deep_svdd"]
+    assert holds == (mean >= summary["deep_svdd"]["mean"])
+    assert set(written["ognet_wins_on"]) <= {"0", "1"}
