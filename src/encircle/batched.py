@@ -85,7 +85,9 @@ from encircle.engine import (
     resolve_device,
 )
 from encircle.errors import ConfigError, DataError, TrainingError
+from encircle.folded import fold, fold_inputs, unfold_outputs
 from encircle.methods.base import Batches, Method, Phase, Step
+from encircle.models.base import Backbone
 from encircle.preprocess import Preprocess
 from encircle.train_config import TrainConfig
 from encircle.training_run import TrainingRun
@@ -400,6 +402,88 @@ class _LossCall(nn.Module):
         return self.method.batch_loss(x, y)
 
 
+class _Outputs(Backbone):
+    """A network whose output is its input: the method's loss on outputs already computed."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class _Embed(nn.Module):
+    """:meth:`Method.embed <encircle.methods.base.Method.embed>` of a (folded) network, as a
+    module for ``functional_call``: the body under autocast, the head in float32."""
+
+    def __init__(self, net: Backbone) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.net.forward_features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.net.forward_head(features.float())
+
+
+@dataclass
+class _FoldedLoss:
+    """The K models' losses with their networks folded (:mod:`encircle.folded`): the
+    folded network computes the K outputs in one pass, and ``vmap`` runs only the rest of
+    each method's ``batch_loss`` on them (``loss``: a copy of the method with
+    :class:`_Outputs` for a network)."""
+
+    embed: _Embed
+    loss: _LossCall
+
+    @classmethod
+    def build(cls, method: Method) -> _FoldedLoss | None:
+        net = getattr(method, "net", None)
+        folded = fold(net) if isinstance(net, Backbone) else None
+        if not isinstance(folded, Backbone):
+            return None
+        rest = copy.deepcopy(method)
+        rest.net = _Outputs()
+        return cls(_Embed(folded), _LossCall(rest))
+
+    def __call__(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net = [{n[len(_METHOD) :]: t for n, t in d.items() if n.startswith(_NET)} for d in (params, buffers)]
+        rest = [{n: t for n, t in d.items() if not n.startswith(_NET)} for d in (params, buffers)]
+        out = functional_call(self.embed, (net[0], net[1]), (fold_inputs(x),), strict=True)
+        loss = self.loss
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], zk: torch.Tensor, yk: torch.Tensor) -> Any:
+            return functional_call(loss, (p, b), (zk, yk), strict=False)
+
+        return cast(
+            tuple[torch.Tensor, dict[str, torch.Tensor]],
+            torch.vmap(one, randomness="different")(rest[0], rest[1], unfold_outputs(out, x.shape[0]), y),
+        )
+
+
+def _mirror_modes(source: nn.Module, copy_: nn.Module) -> None:
+    """Give every module of ``copy_`` the training flag of its namesake in ``source`` (a
+    method may keep some of its modules in eval mode while it trains)."""
+    flags = {name: module.training for name, module in source.named_modules()}
+    for name, module in copy_.named_modules():
+        module.training = flags.get(name, source.training)
+
+
+def _same_up_to_rounding(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    """``b`` is ``a`` computed another way: the largest difference within 1e-3 of ``a``'s
+    largest magnitude (folded and ``vmap``'ed outputs differ by ~1e-5 of it in float32)."""
+    if b is None or a.shape != b.shape:
+        return False
+    a, b = a.float(), b.float()
+    return bool((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6) if a.numel() else True
+
+
+#: the stacked tensors' name prefixes: the method, and its network
+_METHOD, _NET = "method.", "method.net."
+
+
 class _Stack(Method):
     """K methods (or a phase's K modules) as one method for the engine.
 
@@ -421,6 +505,8 @@ class _Stack(Method):
         self.call = [
             _LossCall(_vmap_friendly(copy.deepcopy(members[0])))
         ]  # a list: not a submodule, not in the state dict
+        self.folded = _FoldedLoss.build(members[0])
+        self.fold_checked = False
         self.params: dict[str, torch.Tensor] = {}
         self.buffers_: dict[str, torch.Tensor] = {}
         for kind, named in (("param", members[0].named_parameters()), ("buffer", members[0].named_buffers())):
@@ -450,9 +536,12 @@ class _Stack(Method):
 
     def train(self, mode: bool = True) -> _Stack:
         super().train(mode)
-        self.call[0].train(mode)
         for m in self.members:
             m.train(mode)
+        _mirror_modes(self.members[0], self.call[0].method)
+        if self.folded is not None:
+            _mirror_modes(self.members[0], self.folded.loss.method)
+            _mirror_modes(self.members[0].net, self.folded.embed.net)
         return self
 
     def phases(self, train: TrainConfig, num_samples: int) -> list[Phase]:
@@ -518,7 +607,8 @@ class _Stack(Method):
     def _group_loss(
         self, idx: list[int], x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The losses (and aux) of the models ``idx`` on their batches, one ``vmap`` call."""
+        """The losses (and aux) of the models ``idx`` on their batches, in one call: folded
+        (checked against ``vmap`` on the first batch) or ``vmap``."""
         everyone = len(idx) == len(self.members)
         if everyone:
             params, buffers = self.params, self.buffers_
@@ -526,17 +616,47 @@ class _Stack(Method):
             rows = torch.tensor(idx, device=x.device)
             params = {n: p[rows] for n, p in self.params.items()}
             buffers = {n: b[rows] for n, b in self.buffers_.items()}
-        call = self.call[0]
-
-        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xk: torch.Tensor, yk: torch.Tensor) -> Any:
-            return functional_call(call, (p, b), (xk, yk), strict=True)
-
-        losses, aux = torch.vmap(one, randomness="different")(params, buffers, x, y)
+        if not self.fold_checked:
+            self.folded = self._fold_if_equal(params, buffers, x, y)
+            self.fold_checked = True
+        compute = self.folded or self._vmapped
+        losses, aux = compute(params, buffers, x, y)
         if not everyone:  # the subset's buffers (BatchNorm statistics) were updated on copies
             with torch.no_grad():
                 for n, b in self.buffers_.items():
                     b[rows] = buffers[n]
         return losses, aux
+
+    def _vmapped(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The losses (and aux) of every model, by ``vmap`` over the whole ``batch_loss``."""
+        call = self.call[0]
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xk: torch.Tensor, yk: torch.Tensor) -> Any:
+            return functional_call(call, (p, b), (xk, yk), strict=True)
+
+        return cast(
+            tuple[torch.Tensor, dict[str, torch.Tensor]],
+            torch.vmap(one, randomness="different")(params, buffers, x, y),
+        )
+
+    @torch.no_grad()
+    def _fold_if_equal(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> _FoldedLoss | None:
+        """The folded loss if it gives ``vmap``'s losses and aux on this batch (on copies of
+        the buffers), else ``None``: a network whose code mixes the folded channels, a
+        method whose loss reads the input itself (an autoencoder), random layers."""
+        if self.folded is None:
+            return None
+        reference = self._vmapped(params, {n: b.clone() for n, b in buffers.items()}, x, y)
+        try:
+            folded = self.folded(params, {n: b.clone() for n, b in buffers.items()}, x, y)
+        except (RuntimeError, ValueError):  # shapes the folded network cannot take
+            return None
+        pairs = [(reference[0], folded[0])] + [(v, folded[1].get(k)) for k, v in reference[1].items()]
+        return self.folded if all(_same_up_to_rounding(a, b) for a, b in pairs) else None
 
     def _problem(self, k: int, value: float, step: Step) -> str:
         """The engine's NaN / divergence guard, per model (``""``: fine)."""
