@@ -146,7 +146,7 @@ def test_cac_sgd_matches_sequential(mnist: tuple) -> None:
         assert abs(auroc(seq.score(x_test), unknown) - auroc(bat.score(x_test), unknown)) < 1e-3
 
 
-def test_a_diverging_model_stops_alone(mnist: tuple) -> None:
+def test_a_diverging_model_stops_alone(mnist: tuple, caplog) -> None:
     config = _config(**{"data.preprocess": "unit"})
     jobs, tags, _ = _jobs(mnist, config, classes=(0, 3), seeds=(0,))
     poisoned = jobs[1][1].float().clone()
@@ -156,10 +156,19 @@ def test_a_diverging_model_stops_alone(mnist: tuple) -> None:
     assert isinstance(together[0], Detector)
     assert isinstance(together[1], TrainingError)
     assert "class3/seed0" in str(together[1]) and "nan" in str(together[1])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("class3/seed0 stopped, the other models train on") for m in warned), warned
     alone = Detector(jobs[0][0].config).fit(jobs[0][1], progress=False)
     for name, value in alone.method_.state_dict().items():
         gap = (value.float() - together[0].method_.state_dict()[name].float()).abs().max().item()
         assert gap <= 1e-3, (name, gap)  # measured 1.1e-4: unscaled pixels at lr 1e-3 drift a little more
+
+
+def test_the_progress_bar_names_the_models_in_flight(mnist: tuple, capsys) -> None:
+    config = _config(**{"train.epochs": 1})
+    jobs, tags, _ = _jobs(mnist, config, classes=(0, 3), seeds=(0,), sizes=(64, 64))
+    fit_detectors(jobs, tags=tags, progress=True)
+    assert "deep-svdd train, 2 models (class0/seed0 .. class3/seed0)" in capsys.readouterr().err
 
 
 def test_sequential_path_is_detector_fit(mnist: tuple) -> None:

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,11 +94,16 @@ from encircle.train_config import TrainConfig
 from encircle.training_run import TrainingRun
 
 M = TypeVar("M", bound=nn.Module)
+log = logging.getLogger(__name__)
 #: Models in flight on a CPU with ``train.batch_models = 0``. Measured per model and step
 #: (lenet-mnist, batch 200, 2-core CPU): K = 3: 186 ms, 6: 134 ms, 10: 169 ms, 30: 202 ms
 #: (sequential: 138 ms); the end-to-end sweep of 30 models took 75 s in chunks of 6 and
 #: longer with all 30 at once: K models' activations leave the cache.
 CPU_MODELS_IN_FLIGHT = 6
+
+#: Samples per model on which the folded loss is checked against ``vmap`` (the check costs
+#: about one ``vmap`` step on this many samples).
+FOLD_CHECK_SAMPLES = 32
 
 
 def models_in_flight(batch_models: int, total: int, device: torch.device, pretraining: bool = False) -> int:
@@ -201,7 +207,9 @@ def fit_many(
         phases.append(Phase(first.name, first.train, first.steps, first.reseed, module, first.evaluate))
     stack.planned = phases
     name = members[0].method.name
-    run = TrainingRun(name, config.checkpoint_every, checkpoint_path, None, resume, metadata, progress)
+    tags = [m.tag for m in members]
+    label = f"{name} train, {len(members)} models ({tags[0]}" + (f" .. {tags[-1]})" if len(tags) > 1 else ")")
+    run = TrainingRun(name, config.checkpoint_every, checkpoint_path, None, resume, metadata, progress, label)
     # the engine's own pipeline serves only its device and autocast: the feed preprocesses per model
     combined = _train(stack, feed, config, device, members[0].preprocess, members[0].seed, None, run)
     results: list[FitResult | TrainingError] = []
@@ -274,7 +282,9 @@ class _Feed:
         return [k for k in range(len(self.sources)) if k not in self.failed]
 
     def fail(self, k: int, message: str) -> None:
-        self.failed.setdefault(k, f"{self.tags[k]}: {message}")
+        if k not in self.failed:
+            self.failed[k] = f"{self.tags[k]}: {message}"
+            log.warning("%s stopped, the other models train on: %s", self.tags[k], message)
 
     def train_size(self) -> int:
         return max(s.train_size() for s in self.sources)
@@ -645,11 +655,12 @@ class _Stack(Method):
     def _fold_if_equal(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     ) -> _FoldedLoss | None:
-        """The folded loss if it gives ``vmap``'s losses and aux on this batch (on copies of
-        the buffers), else ``None``: a network whose code mixes the folded channels, a
+        """The folded loss if it gives ``vmap``'s losses and aux on the first
+        :data:`FOLD_CHECK_SAMPLES` samples of this batch (on copies of the buffers), else ``None``: a network whose code mixes the folded channels, a
         method whose loss reads the input itself (an autoencoder), random layers."""
         if self.folded is None:
             return None
+        x, y = x[:, :FOLD_CHECK_SAMPLES], y[:, :FOLD_CHECK_SAMPLES]
         reference = self._vmapped(params, {n: b.clone() for n, b in buffers.items()}, x, y)
         try:
             folded = self.folded(params, {n: b.clone() for n, b in buffers.items()}, x, y)

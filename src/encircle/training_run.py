@@ -48,6 +48,7 @@ class TrainingRun:
         resume: continue from ``checkpoint_path`` when it exists.
         metadata: extra plain values stored in checkpoints (e.g. the run config).
         progress: show a tqdm bar; ``None`` shows it only on a terminal (rank 0 only).
+        label: the bar's description (default: ``"METHOD train"``).
     """
 
     def __init__(
@@ -59,8 +60,10 @@ class TrainingRun:
         resume: bool = False,
         metadata: dict[str, Any] | None = None,
         progress: bool | None = None,
+        label: str | None = None,
     ) -> None:
         self.method_name = method_name
+        self.label = label or f"{method_name} train"
         self.checkpoint_every = checkpoint_every
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.history_path = history_path
@@ -126,6 +129,4 @@ class TrainingRun:
     def progress_bar(self, total: int, initial: int, unit: str) -> tqdm:
         """A tqdm bar over ``total`` steps, ``initial`` of them done (shown on rank 0 only)."""
         disable = True if not self.writes else None if self.progress is None else not self.progress
-        return tqdm(
-            total=total, initial=initial, desc=f"{self.method_name} train", unit=unit, disable=disable, leave=False
-        )
+        return tqdm(total=total, initial=initial, desc=self.label, unit=unit, disable=disable, leave=False)
