@@ -71,7 +71,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from encircle import distributed
+from encircle import distributed, footprint
 from encircle.engine import (
     DIVERGENCE_FACTOR,
     DIVERGENCE_FLOOR,
@@ -101,23 +101,39 @@ log = logging.getLogger(__name__)
 #: longer with all 30 at once: K models' activations leave the cache.
 CPU_MODELS_IN_FLIGHT = 6
 
+#: Share of the free memory that an automatic ``train.batch_models`` fills with models in flight.
+MEMORY_SHARE = 0.5
 #: Samples per model on which the folded loss is checked against ``vmap`` (the check costs
 #: about one ``vmap`` step on this many samples).
 FOLD_CHECK_SAMPLES = 32
 
 
-def models_in_flight(batch_models: int, total: int, device: torch.device, pretraining: bool = False) -> int:
-    """How many models train at once: ``train.batch_models``, where 0 means all of them on
-    a GPU and, on a CPU, :data:`CPU_MODELS_IN_FLIGHT`, or 1 (sequential) for models with
-    autoencoder pretraining: measured interleaved in one process (K = 6, batch 200), one
-    batched autoencoder step took 0.31-0.42 s against 0.21 s for the six sequential steps
-    (the grouped transposed convolutions' backward; rewriting them as convolutions was
-    slower still), which outweighs the gain of the Deep SVDD phase."""
+def models_in_flight(
+    batch_models: int,
+    total: int,
+    device: torch.device,
+    pretraining: bool = False,
+    per_model_bytes: int = 0,
+    budget_bytes: int | None = None,
+) -> int:
+    """How many models train at once: ``train.batch_models``, where 0 means automatic.
+
+    Automatic: all of them on a GPU and, on a CPU, :data:`CPU_MODELS_IN_FLIGHT`, or 1
+    (sequential) for models with autoencoder pretraining: measured interleaved in one
+    process (K = 6, batch 200), one batched autoencoder step took 0.31-0.42 s against
+    0.21 s for the six sequential steps (the grouped transposed convolutions' backward;
+    rewriting them as convolutions was slower still), which outweighs the gain of the
+    Deep SVDD phase. Given ``per_model_bytes`` (:func:`encircle.footprint.training_bytes`),
+    no more than fit in :data:`MEMORY_SHARE` of ``budget_bytes`` (default: the device's
+    free memory), and at least one.
+    """
     if batch_models:
         return batch_models
-    if device.type == "cuda":
-        return total
-    return 1 if pretraining else min(total, CPU_MODELS_IN_FLIGHT)
+    wanted = total if device.type == "cuda" else 1 if pretraining else min(total, CPU_MODELS_IN_FLIGHT)
+    if per_model_bytes:
+        budget = MEMORY_SHARE * (footprint.free_bytes(device) if budget_bytes is None else budget_bytes)
+        wanted = max(1, min(wanted, int(budget // per_model_bytes)))
+    return wanted
 
 
 @dataclass
@@ -656,8 +672,9 @@ class _Stack(Method):
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     ) -> _FoldedLoss | None:
         """The folded loss if it gives ``vmap``'s losses and aux on the first
-        :data:`FOLD_CHECK_SAMPLES` samples of this batch (on copies of the buffers), else ``None``: a network whose code mixes the folded channels, a
-        method whose loss reads the input itself (an autoencoder), random layers."""
+        :data:`FOLD_CHECK_SAMPLES` samples of this batch (on copies of the buffers), else
+        ``None``: a network whose code mixes the folded channels, a method whose loss
+        reads the input itself (an autoencoder), random layers."""
         if self.folded is None:
             return None
         x, y = x[:, :FOLD_CHECK_SAMPLES], y[:, :FOLD_CHECK_SAMPLES]

@@ -18,6 +18,7 @@ One class serves both settings:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encircle import batched
+from encircle import batched, footprint
 from encircle._io import atomic_write_text
 from encircle.checkpoint import load_file, save_file
 from encircle.config import RunConfig, flatten, with_overrides
@@ -507,41 +508,58 @@ def fit_detectors(
             except TrainingError as exc:
                 results.append(TrainingError(f"{tag}: {exc}"))
         return results
-    for start in range(0, len(jobs), per_chunk):
-        chunk, chunk_tags = jobs[start : start + per_chunk], tags[start : start + per_chunk]
-        prepared, members = [], []
-        for (detector, data, labels), tag in zip(chunk, chunk_tags, strict=True):
-            samples, train, train_labels, _, holdout = detector._prepare(data, labels, None)
-            prepared.append((samples, train, train_labels, holdout))
-            members.append(
-                batched.member(
-                    detector.method_,
-                    train,
-                    train_labels,
-                    detector.config.train,
-                    preprocess=detector.preprocess_,
-                    seed=detector.config.seed,
-                    tag=tag,
-                )
-            )
+    pending = iter(zip(jobs, tags, strict=True))
+    ready = [_batch_member(*next(pending))]
+    if first.train.batch_models == 0:  # automatic: no more models than fit in memory
+        member = ready[0][2]
+        shape = tuple(member.preprocess(member.samples[:1]).shape[1:])
+        need = footprint.training_bytes(member.method.net, shape, first.train.batch_size)
+        per_chunk = batched.models_in_flight(0, len(jobs), device, pretraining, per_model_bytes=need)
+        log.info("training %d models, %d at a time (about %.0f MiB each)", len(jobs), per_chunk, need / 2**20)
+    for index in itertools.count():
+        ready += [_batch_member(*job) for job in itertools.islice(pending, per_chunk - len(ready))]
+        if not ready:
+            break
+        chunk, ready = ready, []
+        chunk_tags = [member.tag for _, _, member in chunk]
         fitted = batched.fit_many(
-            members,
+            [member for _, _, member in chunk],
             first.train,
-            checkpoint_path=out / f"chunk{start // per_chunk}" / TRAIN_FILES[0] if out else None,
+            checkpoint_path=out / f"chunk{index}" / TRAIN_FILES[0] if out else None,
             resume=resume,
             metadata={"config": first.to_dict(), "tags": chunk_tags},
             progress=progress,
         )
-        for (detector, _, _), tag, parts, result in zip(chunk, chunk_tags, prepared, fitted, strict=True):
+        for (detector, parts, member), result in zip(chunk, fitted, strict=True):
             if isinstance(result, TrainingError):
                 results.append(result)
                 continue
             detector.fit_result_ = result
             if out is not None:
-                atomic_write_text(out / tag / TRAIN_FILES[1], "".join(json.dumps(r) + "\n" for r in result.history))
+                history = "".join(json.dumps(r) + "\n" for r in result.history)
+                atomic_write_text(out / member.tag / TRAIN_FILES[1], history)
             detector._complete(*parts)
             results.append(detector)
     return results
+
+
+def _batch_member(
+    job: tuple[Detector, ArrayLike, torch.Tensor | np.ndarray | None], tag: str
+) -> tuple[Detector, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], batched.Member]:
+    """A job's detector prepared (network, preprocessing, method), what its
+    ``_complete`` needs after training, and its batched-trainer member."""
+    detector, data, labels = job
+    samples, train, train_labels, _, holdout = detector._prepare(data, labels, None)
+    member = batched.member(
+        detector.method_,
+        train,
+        train_labels,
+        detector.config.train,
+        preprocess=detector.preprocess_,
+        seed=detector.config.seed,
+        tag=tag,
+    )
+    return detector, (samples, train, train_labels, holdout), member
 
 
 def all_fitted(results: list[Detector | TrainingError], what: str = "models") -> list[Detector]:
