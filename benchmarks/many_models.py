@@ -10,8 +10,13 @@ seconds of both and their ratio, the largest per-model AUROC difference, peak RS
 share of the float32 matmul peak (a 2048 x 2048 ``torch.mm``'s GFLOP/s) that training
 reached, from the LeNet's FLOPs per training image (forward 2 x 0.32 MMAC, training ~3x).
 
+The five ``osr`` trials (CAC on ``classifier32-small``, the protocol's quick recipe with
+``--osr-epochs`` epochs, without augmentation and dropout so that they can batch) are
+timed the same way, sequential vs all five at once.
+
     .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
         [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 6]
+        [--osr-epochs 3]
 
 Writes ``benchmarks/results/many_models.json``.
 """
@@ -99,7 +104,31 @@ def child(args: argparse.Namespace) -> dict:
     }
 
 
-def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int) -> dict:
+#: The ``osr`` protocol's quick recipe on all five trials, without the random layers
+#: (augmentation, dropout) that keep a run from batching.
+OSR_SETTINGS = {"osr.trial": [0, 1, 2, 3, 4], "train.augment": "none", "model.dropout": 0.0}
+
+
+def osr_child(args: argparse.Namespace) -> dict:
+    """The five ``osr`` trials (CAC, ``classifier32-small``), sequential or batched."""
+    import tempfile
+
+    from encircle.experiments import run_protocol
+
+    overrides = OSR_SETTINGS | {"train.batch_models": args.batch_models, "train.epochs": args.epochs}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        results = run_protocol("osr", out_dir=Path(out), quick=True, overrides=overrides, progress=False)
+    seconds = time.perf_counter() - start
+    trials = results["metrics"]["per_trial"]
+    return {
+        "seconds": seconds,
+        "aurocs": [trials[name]["auroc"] for name in sorted(trials)],
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int, osr: bool = False) -> dict:
     command = [
         sys.executable,
         __file__,
@@ -109,7 +138,7 @@ def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int) 
         "--pretrain-epochs",
         str(pretrain_epochs),
         "--epochs",
-        str(args.epochs),
+        str(args.osr_epochs if osr else args.epochs),
         "--max-train",
         str(args.max_train),
         "--max-test",
@@ -119,8 +148,32 @@ def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int) 
         "--seeds",
         *map(str, args.seeds),
     ]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([*command, *(["--osr"] if osr else [])], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def compare(seq: dict, bat: dict) -> dict:
+    """The side-by-side figures of one setting: seconds, ratio, AUROC differences, memory."""
+    diffs = [abs(a - b) for a, b in zip(seq["aurocs"], bat["aurocs"], strict=True)]
+    return {
+        "models": len(seq["aurocs"]),
+        "sequential_s": seq["seconds"],
+        "batched_s": bat["seconds"],
+        "speedup": seq["seconds"] / bat["seconds"],
+        "max_auroc_diff": max(diffs),
+        "mean_auroc_sequential": statistics.fmean(seq["aurocs"]),
+        "mean_auroc_batched": statistics.fmean(bat["aurocs"]),
+        "max_rss_mib": {"sequential": seq["max_rss_mib"], "batched": bat["max_rss_mib"]},
+        "per_model_auroc": {"sequential": seq["aurocs"], "batched": bat["aurocs"]},
+    }
+
+
+def estimated_mib_per_model() -> float:
+    """:func:`encircle.footprint.training_bytes` of the sweep's LeNet at batch 200, in MiB."""
+    from encircle.footprint import training_bytes
+    from encircle.models import create_model
+
+    return training_bytes(create_model("lenet-mnist", out_features=32), (1, 28, 28), 200) / 2**20
 
 
 def main() -> None:
@@ -134,47 +187,53 @@ def main() -> None:
     parser.add_argument(
         "--in-flight", type=int, default=6, help="models at once when batched (train.batch_models; 0 = automatic)"
     )
+    parser.add_argument(
+        "--osr-epochs", type=int, default=3, help="epochs of the five osr trials (quick recipe; 0 skips them)"
+    )
+    parser.add_argument("--osr", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-models", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/many_models.json")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(osr_child(args) if args.osr else child(args)))
         return
     peak = matmul_peak_gflops()
-    report: dict = {"machine": machine(), "settings": vars(args), "matmul_peak_gflops": peak, "runs": {}}
+    report: dict = {
+        "machine": machine(),
+        "settings": vars(args),
+        "matmul_peak_gflops": peak,
+        "estimated_mib_per_model": estimated_mib_per_model(),
+        "runs": {},
+    }
     for setting, pretrain in (("no pretraining", 0), ("pretraining", args.pretrain_epochs)):
-        modes = {name: run_mode(args, bm, pretrain) for name, bm in (("sequential", 1), ("batched", args.in_flight))}
-        seq, bat = modes["sequential"], modes["batched"]
+        seq, bat = run_mode(args, 1, pretrain), run_mode(args, args.in_flight, pretrain)
         macs = 3 * LENET_MACS * args.epochs + (3 * (LENET_MACS + DECODER_MACS) * pretrain)
         flops = 2 * macs * seq["train_images"]
-        diffs = [abs(a - b) for a, b in zip(seq["aurocs"], bat["aurocs"], strict=True)]
-        report["runs"][setting] = {
-            "models": len(seq["aurocs"]),
+        report["runs"][setting] = compare(seq, bat) | {
             "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
-            "automatic_in_flight": models_in_flight(0, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
-            "sequential_s": seq["seconds"],
-            "batched_s": bat["seconds"],
-            "speedup": seq["seconds"] / bat["seconds"],
-            "max_auroc_diff": max(diffs),
-            "mean_auroc_sequential": statistics.fmean(seq["aurocs"]),
-            "mean_auroc_batched": statistics.fmean(bat["aurocs"]),
-            "max_rss_mib": {"sequential": seq["max_rss_mib"], "batched": bat["max_rss_mib"]},
             "matmul_peak_share": {
                 "sequential": flops / seq["seconds"] / 1e9 / peak,
                 "batched": flops / bat["seconds"] / 1e9 / peak,
             },
-            "per_model_auroc": {"sequential": seq["aurocs"], "batched": bat["aurocs"]},
         }
         write_json(args.out, report)
-        r = report["runs"][setting]
-        print(
-            f"{setting}: {r['models']} models, sequential {r['sequential_s']:.1f} s, batched {r['batched_s']:.1f} s, "
-            f"{r['speedup']:.2f}x; max AUROC diff {r['max_auroc_diff']:.2g}; peak RSS {seq['max_rss_mib']:.0f} / "
-            f"{bat['max_rss_mib']:.0f} MiB",
-            flush=True,
-        )
+        show(setting, report["runs"][setting])
+    if args.osr_epochs:
+        seq, bat = run_mode(args, 1, 0, osr=True), run_mode(args, 0, 0, osr=True)
+        report["runs"]["osr trials"] = compare(seq, bat) | {"models_in_flight": 5}
+        write_json(args.out, report)
+        show("osr trials", report["runs"]["osr trials"])
     print(f"written to {args.out}")
+
+
+def show(setting: str, r: dict) -> None:
+    print(
+        f"{setting}: {r['models']} models, sequential {r['sequential_s']:.1f} s, batched {r['batched_s']:.1f} s, "
+        f"{r['speedup']:.2f}x; max AUROC diff {r['max_auroc_diff']:.2g}; peak RSS "
+        f"{r['max_rss_mib']['sequential']:.0f} / {r['max_rss_mib']['batched']:.0f} MiB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -10,23 +10,29 @@ K such models together, each exactly as :func:`encircle.engine.fit` would train 
   source), and :func:`encircle.engine._train` runs them: the same phases, reseeding,
   ``_run_phase`` epochs, schedulers, history, checkpoints (``TrainingRun``), resume and
   progress bar as a single model. Nothing here re-implements the epoch loop.
-* **Stacked weights, one vmapped step.** The K methods' parameters and buffers are stacked
-  (``torch.func.stack_module_state``'s layout: model first) and each method's tensors are
-  re-pointed at its slice of the stack (``tensor.data = stacked[k]`` shares storage), so
-  the K real modules see the trained weights in their hooks, ``score`` and ``save``. A
-  step computes the K losses with ``torch.vmap`` over ``functional_call`` of the method's
-  *pure* :meth:`~encircle.methods.base.Method.batch_loss`, and back-propagates their sum:
-  model k's loss depends only on model k's slice, so each slice's gradient is that
-  model's own. The batch-dependent state (Deep SVDD's output spread, the soft-boundary
-  radius) is kept per model outside ``vmap`` by ``observe`` and ``after_step``.
-* **Why vmap, and the input layout.** ``vmap`` turns every convolution into one grouped
-  convolution (``groups = K``) and every linear layer into a batched matmul. Measured on
-  this project's 2-core CPU (K = 30, batch 200, paper-width LeNet): a grouped convolution
-  on channels-first input was *slower* than K separate ones in its backward pass (oneDNN's
-  grouped weight gradient), on channels-last input 2-4x faster; im2col (``unfold`` +
-  ``bmm``) under ``vmap`` loops over samples. So each group's batch is laid out
-  ``(B, H, W, K, C)`` in memory, which ``vmap``'s ``(B, K*C, H, W)`` view sees as
-  channels-last, and the layout carries through the network.
+* **Stacked weights, one step for all.** The K methods' parameters and buffers are
+  stacked (``torch.func.stack_module_state``'s layout: model first) and each method's
+  tensors are re-pointed at its slice of the stack (``tensor.data = stacked[k]`` shares
+  storage), so the K real modules see the trained weights in their hooks, ``score`` and
+  ``save``. A step computes the K losses of each method's *pure*
+  :meth:`~encircle.methods.base.Method.batch_loss` and back-propagates their sum: model
+  k's loss depends only on model k's slice, so each slice's gradient is that model's own.
+  The batch-dependent state (Deep SVDD's output spread, the soft-boundary radius) is kept
+  per model by ``observe`` and ``after_step``.
+* **Folded networks, vmap for the rest.** The K networks run as one folded network
+  (:mod:`encircle.folded`: one grouped convolution per layer, batched matmuls, BatchNorm
+  over ``K * C`` channels, the K batches laid side by side in the channels, channels-last),
+  and ``torch.vmap`` over ``functional_call`` runs only the rest of ``batch_loss`` on the
+  K outputs (distances to the centre, the loss). Measured on this project's 2-core CPU
+  (K = 6 paper-width MNIST LeNets, batch 200, forward and backward): ``vmap`` over the
+  whole ``batch_loss`` took 150-200 ms a step, the folded network 59-86 ms (``vmap``'s
+  batching rules move the model axis between batch and channels from layer to layer,
+  each move a strided copy), and K = 6 plain LeNet steps about 6 x 20 ms. A folded
+  network whose code mixes channels, a method whose loss reads its input besides the
+  network (the autoencoder), or random layers would give other losses: the first batch's
+  losses of both forms are compared (on :data:`FOLD_CHECK_SAMPLES` samples) and ``vmap``
+  over the whole ``batch_loss`` is kept when they differ. Under it, BatchNorm is computed
+  by reductions (:class:`_BatchNormByOps`).
 * **Own data streams.** Model k has its own training set (sizes differ per class), its
   own preprocessing and its own shuffling generator seeded as its sequential run, so it
   sees exactly the batches it would see alone. Models whose epoch has fewer batches, or
@@ -330,9 +336,8 @@ class _Feed:
                 chunk = order[step * batch_size : (step + 1) * batch_size]
                 if k in self.failed or len(chunk) == 0:
                     continue
-                s = self.sources[k]
-                x = self.pipelines[k](s.pool[chunk])
-                by_size.setdefault(len(chunk), []).append((k, x, s.labels[chunk].to(self.device)))
+                x, y = self.sources[k].batch(chunk, self.pipelines[k])
+                by_size.setdefault(len(chunk), []).append((k, x, y))
             self.groups = [(idx, _stack_inputs(xs), torch.stack(ys)) for idx, xs, ys in map(_unzip, by_size.values())]
             labels = torch.cat([y.flatten() for _, _, y in self.groups]) if self.groups else torch.empty(0)
             yield torch.empty(0, device=self.device), labels
