@@ -122,10 +122,14 @@ def test_pretraining_matches_sequential(mnist: tuple) -> None:
     _compare(mnist, config, atol=5e-3)
 
 
-def test_cac_sgd_matches_sequential(mnist: tuple) -> None:
+@pytest.mark.parametrize(
+    "network", [{"model.name": "lenet-mnist"}, {"model.name": "classifier32-small", "model.dropout": 0.0}]
+)
+def test_cac_sgd_matches_sequential(mnist: tuple, network: dict) -> None:
     train_all, test_all = mnist
     config = _config(
         **{"method.name": "cac", "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.9, "train.epochs": 2}
+        | network
     )
     jobs, tags, tests = [], [], []
     for known, size in (((0, 1, 2), 60), ((3, 5, 7), 45)):
