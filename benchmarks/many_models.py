@@ -15,7 +15,7 @@ The five ``osr`` trials (CAC on ``classifier32-small``, the protocol's quick rec
 timed the same way, sequential vs all five at once.
 
     .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
-        [--epochs 3] [--pretrain-epochs 3] [--max-train 300] [--max-test 1000] [--in-flight 6]
+        [--epochs 10] [--pretrain-epochs 5] [--max-train 0] [--max-test 1000] [--in-flight 6]
         [--osr-epochs 5]
 
 Writes ``benchmarks/results/many_models.json``.
@@ -189,9 +189,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--pretrain-epochs", type=int, default=3, help="the pretraining setting's AE epochs")
-    parser.add_argument("--max-train", type=int, default=300, help="training images per class (0 = all)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=5, help="the pretraining setting's AE epochs")
+    parser.add_argument("--max-train", type=int, default=0, help="training images per class (0 = all)")
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument(
         "--in-flight", type=int, default=6, help="models at once when batched (train.batch_models; 0 = automatic)"
@@ -220,7 +220,7 @@ def main() -> None:
         macs = 3 * LENET_MACS * args.epochs + (3 * (LENET_MACS + DECODER_MACS) * pretrain)
         flops = 2 * macs * seq["train_images"]
         report["runs"][setting] = compare(seq, bat) | {
-            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu"), pretrain > 0),
+            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu")),
             "matmul_peak_share": {
                 "sequential": flops / seq["seconds"] / 1e9 / peak,
                 "batched": flops / bat["seconds"] / 1e9 / peak,

@@ -1,9 +1,10 @@
 """K independent models of one architecture trained at once, in the one engine.
 
 The sweeps users run most (``oneclass``: one Deep SVDD per normal class and seed) train
-many small networks one after another; a paper-width MNIST LeNet is far too small to keep
-even two CPU cores busy, so the time goes to per-step overhead. :func:`fit_many` trains
-K such models together, each exactly as :func:`encircle.engine.fit` would train it alone:
+many small networks one after another; a paper-width MNIST LeNet is far too small to use
+a GPU well, and on a CPU its kernels run below their best on 8 and 4 channels.
+:func:`fit_many` trains K such models together, each exactly as
+:func:`encircle.engine.fit` would train it alone:
 
 * **One engine.** The K methods are wrapped in one :class:`_Stack` (a
   :class:`~encircle.methods.base.Method`) and their data in one :class:`_Feed` (an engine
@@ -56,10 +57,12 @@ following Deep SVDD epochs can drift one model's first layer by ~2e-3 (``atol=5e
 Random layers (dropout) draw differently when batched, so they do not match bitwise.
 
 Speed, measured on this project's 2-core CPU (``benchmarks/many_models.py``,
-``docs/scaling.md``): on a quiet machine no faster than one model after another (1.02x
-for the 30-model sweep, 0.94x with pretraining), up to 2x under heavy load from other
-processes; a paper-width LeNet step at batch 200 is memory-bound, not overhead-bound,
-on a CPU. Hence :func:`models_in_flight`'s CPU defaults.
+``docs/scaling.md``): the 30-model one-class sweep of paper-width LeNets 1.3-1.8x faster
+than one model after another (1.1x with autoencoder pretraining, whose phase falls back
+to ``vmap``); a LeNet step at batch 200 is bound by its convolution, BatchNorm and
+pooling kernels, not by per-step overhead, on a CPU, so folding gains only what the
+layout makes those kernels cheaper per model. Hence :func:`models_in_flight`'s CPU
+default.
 """
 
 from __future__ import annotations
@@ -101,10 +104,10 @@ from encircle.training_run import TrainingRun
 
 M = TypeVar("M", bound=nn.Module)
 log = logging.getLogger(__name__)
-#: Models in flight on a CPU with ``train.batch_models = 0``. Measured per model and step
-#: (lenet-mnist, batch 200, 2-core CPU): K = 3: 186 ms, 6: 134 ms, 10: 169 ms, 30: 202 ms
-#: (sequential: 138 ms); the end-to-end sweep of 30 models took 75 s in chunks of 6 and
-#: longer with all 30 at once: K models' activations leave the cache.
+#: Models in flight on a CPU with ``train.batch_models = 0``. Measured end to end (the
+#: 30-model one-class sweep, paper-width LeNet, all ~800 images per class, 10 epochs,
+#: 2-core CPU, one run each): sequential 26.7 s; K = 6: 17.8 s, 10: 19.7 s, 30: 20.7 s;
+#: K models' activations leave the cache as K grows.
 CPU_MODELS_IN_FLIGHT = 6
 
 #: Share of the free memory that an automatic ``train.batch_models`` fills with models in flight.
@@ -118,24 +121,17 @@ def models_in_flight(
     batch_models: int,
     total: int,
     device: torch.device,
-    pretraining: bool = False,
     per_model_bytes: int = 0,
     budget_bytes: int | None = None,
 ) -> int:
-    """How many models train at once: ``train.batch_models``, where 0 means automatic.
-
-    Automatic: all of them on a GPU and, on a CPU, :data:`CPU_MODELS_IN_FLIGHT`, or 1
-    (sequential) for models with autoencoder pretraining: measured interleaved in one
-    process (K = 6, batch 200), one batched autoencoder step took 0.31-0.42 s against
-    0.21 s for the six sequential steps (the grouped transposed convolutions' backward;
-    rewriting them as convolutions was slower still), which outweighs the gain of the
-    Deep SVDD phase. Given ``per_model_bytes`` (:func:`encircle.footprint.training_bytes`),
-    no more than fit in :data:`MEMORY_SHARE` of ``budget_bytes`` (default: the device's
-    free memory), and at least one.
-    """
+    """How many models train at once: ``train.batch_models``, where 0 means automatic:
+    all of them on a GPU, :data:`CPU_MODELS_IN_FLIGHT` on a CPU and, given
+    ``per_model_bytes`` (:func:`encircle.footprint.training_bytes`), no more than fit in
+    :data:`MEMORY_SHARE` of ``budget_bytes`` (default: the device's free memory), and at
+    least one."""
     if batch_models:
         return batch_models
-    wanted = total if device.type == "cuda" else 1 if pretraining else min(total, CPU_MODELS_IN_FLIGHT)
+    wanted = total if device.type == "cuda" else min(total, CPU_MODELS_IN_FLIGHT)
     if per_model_bytes:
         budget = MEMORY_SHARE * (footprint.free_bytes(device) if budget_bytes is None else budget_bytes)
         wanted = max(1, min(wanted, int(budget // per_model_bytes)))

@@ -480,9 +480,9 @@ def fit_detectors(
     the :class:`TrainingError` that stopped it (the others still train).
 
     ``train.batch_models`` (of the first detector's config) says how many train at once
-    (:mod:`encircle.batched`): 0 = automatic (all of them on a GPU; on a CPU chunks of
-    :data:`~encircle.batched.CPU_MODELS_IN_FLIGHT`, or one at a time with autoencoder
-    pretraining, see :func:`~encircle.batched.models_in_flight`), 1 = one after another with
+    (:mod:`encircle.batched`): 0 = automatic (all of them on a GPU, chunks of
+    :data:`~encircle.batched.CPU_MODELS_IN_FLIGHT` on a CPU, and no more than fit in half
+    the free memory, see :func:`~encircle.batched.models_in_flight`), 1 = one after another with
     :meth:`Detector.fit` (the sequential path), ``N`` = chunks of ``N``. Batched, each
     model still trains exactly as it would alone, to float rounding. ``out_dir`` holds
     ``chunkI/checkpoint.pt`` of each chunk (``resume`` continues it) and ``TAG/history.jsonl``.
@@ -492,9 +492,8 @@ def fit_detectors(
     tags = tags or [f"model{i}" for i in range(len(jobs))]
     out = Path(out_dir) if out_dir is not None else None
     first = jobs[0][0].config
-    pretraining = bool(first.method.hyperparameters().get("pretrain", False))
     device = resolve_device(first.train.device)
-    per_chunk = batched.models_in_flight(first.train.batch_models, len(jobs), device, pretraining)
+    per_chunk = batched.models_in_flight(first.train.batch_models, len(jobs), device)
     results: list[Detector | TrainingError] = []
     reason = batched.unbatchable(method_class(first.method.name), first.train)
     if reason and per_chunk > 1:
@@ -514,7 +513,7 @@ def fit_detectors(
         member = ready[0][2]
         shape = tuple(member.preprocess(member.samples[:1]).shape[1:])
         need = footprint.training_bytes(member.method.net, shape, first.train.batch_size)
-        per_chunk = batched.models_in_flight(0, len(jobs), device, pretraining, per_model_bytes=need)
+        per_chunk = batched.models_in_flight(0, len(jobs), device, per_model_bytes=need)
         log.info("training %d models, %d at a time (about %.0f MiB each)", len(jobs), per_chunk, need / 2**20)
     for index in itertools.count():
         ready += [_batch_member(*job) for job in itertools.islice(pending, per_chunk - len(ready))]

@@ -369,8 +369,8 @@ class _Source(Protocol):
 
 #: An in-memory training set is preprocessed once, not again every epoch, when its
 #: preprocessed form takes at most this many bytes. Measured on this project's 2-core CPU
-#: (30 one-class MNIST LeNets, gcn-minmax, 3 epochs): re-preprocessing every batch was
-#: about a sixth of the training time.
+#: (30 one-class MNIST LeNets, gcn-minmax, 3 epochs, cProfile): re-preprocessing every
+#: batch was about a fifth of the time.
 PREPARED_POOL_BYTES = 256 * 2**20
 
 

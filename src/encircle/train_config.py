@@ -40,9 +40,9 @@ class TrainConfig:
     ``batch_models``: how many models of a sweep (``oneclass``'s classes x seeds, the
     one-class baseline benchmark, ``osr``'s trials) train at once (:mod:`encircle.batched`):
     0 = automatic (all of them on a GPU; on a CPU chunks of 6, where larger chunks
-    measured slower, and one at a time with autoencoder pretraining, which measured
-    slower batched), 1 = one after another (the sequential path), ``N`` = chunks
-    of at most ``N`` models (bounds memory, which grows linearly with the models in flight).
+    measured slower; never more than fit in half the free memory), 1 = one after another
+    (the sequential path), ``N`` = chunks of at most ``N`` models (bounds memory, which
+    grows linearly with the models in flight).
     """
 
     epochs: int = 20
