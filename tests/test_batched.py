@@ -186,13 +186,15 @@ def test_sequential_path_is_detector_fit(mnist: tuple) -> None:
             assert torch.equal(value, result.method_.state_dict()[name]), name
 
 
-def test_oneclass_protocol_batched_equals_sequential(tmp_path) -> None:
+@pytest.mark.parametrize("pretrain", [False, True])
+def test_oneclass_protocol_batched_equals_sequential(tmp_path, pretrain: bool) -> None:
     from encircle.experiments import run_protocol
 
     overrides = {
         "data.normal_classes": [0, 1],
         "seeds": [0, 1],
-        "method.pretrain": False,
+        "method.pretrain": pretrain,
+        "method.pretrain_epochs": 2,
         "train.epochs": 2,
         "data.max_train": 150,
         "data.max_test": 400,
