@@ -387,7 +387,7 @@ class _InMemory:
         self, pool: torch.Tensor, labels: torch.Tensor, n: int, n_outliers: int, shuffle: torch.Generator
     ) -> None:
         self.pool, self.labels, self.n, self.n_outliers, self.shuffle = pool, labels, n, n_outliers, shuffle
-        self._prepared: tuple[InputPipeline, torch.Tensor] | None = None
+        self._prepared: tuple[InputPipeline, torch.Tensor | None] | None = None
 
     def train_size(self) -> int:
         return self.n
@@ -407,14 +407,18 @@ class _InMemory:
         return x, labels
 
     def _ready(self, pipeline: InputPipeline) -> torch.Tensor | None:
-        """The whole pool through ``pipeline`` (kept for this pipeline), or ``None`` when too big."""
-        if self._prepared is not None and self._prepared[0] is pipeline:
-            return self._prepared[1]
-        if self.pool.numel() * 4 > PREPARED_POOL_BYTES:
+        """The whole pool through ``pipeline``, or ``None`` when too big (decided once per pipeline)."""
+        if self._prepared is None or self._prepared[0] is not pipeline:
+            self._prepared = (pipeline, self._prepare(pipeline))
+        return self._prepared[1]
+
+    def _prepare(self, pipeline: InputPipeline) -> torch.Tensor | None:
+        if not len(self.pool):
             return None
-        ready = torch.cat([pipeline(part) for part in self.pool.split(4096)]) if len(self.pool) else None
-        self._prepared = None if ready is None else (pipeline, ready)
-        return ready
+        first = pipeline(self.pool[:1])
+        if first.numel() * first.element_size() * len(self.pool) > PREPARED_POOL_BYTES:
+            return None
+        return torch.cat([pipeline(part) for part in self.pool.split(4096)])
 
     def draw(self, size: int, pipeline: InputPipeline) -> tuple[torch.Tensor, torch.Tensor]:
         """The same draw on every rank under DDP (each rank then steps on the same batch)."""
