@@ -82,8 +82,6 @@ from torch.func import functional_call
 
 from encircle import distributed, footprint
 from encircle.engine import (
-    DIVERGENCE_FACTOR,
-    DIVERGENCE_FLOOR,
     FitResult,
     InputPipeline,
     _epoch_order,
@@ -92,6 +90,7 @@ from encircle.engine import (
     _train,
     data_device,
     inference_batch_size,
+    loss_problem,
     resolve_device,
 )
 from encircle.errors import ConfigError, DataError, TrainingError
@@ -209,7 +208,8 @@ def fit_many(
         where = data_device(m.samples.nbytes + m.labels.nbytes, device)
         generator = torch.Generator().manual_seed(m.seed)
         sources.append(_InMemory(m.samples.to(where), m.labels.to(where), len(m.labels), 0, generator))
-    feed = _Feed(sources, pipelines, [m.seed for m in members], [m.tag for m in members], device)
+    tags = [m.tag for m in members]
+    feed = _Feed(sources, pipelines, [m.seed for m in members], tags, device)
     for m in members:
         m.method.to(device)
         for phase in m.phases:
@@ -225,7 +225,6 @@ def fit_many(
         phases.append(Phase(first.name, first.train, first.steps, first.reseed, module, first.evaluate))
     stack.planned = phases
     name = members[0].method.name
-    tags = [m.tag for m in members]
     label = f"{name} train, {len(members)} models ({tags[0]}" + (f" .. {tags[-1]})" if len(tags) > 1 else ")")
     run = TrainingRun(name, config.checkpoint_every, checkpoint_path, None, resume, metadata, progress, label)
     # the engine's own pipeline serves only its device and autocast: the feed preprocesses per model
@@ -361,8 +360,9 @@ def _unzip(
 
 
 def _stack_inputs(xs: list[torch.Tensor]) -> torch.Tensor:
-    """``(K, B, C, H, W)`` images stored as ``(B, H, W, K, C)``: vmap's grouped-convolution
-    view ``(B, K*C, H, W)`` is then channels-last (see the module docstring)."""
+    """``(K, B, C, H, W)`` images stored as ``(B, H, W, K, C)``: the folded view
+    ``(B, K*C, H, W)`` (:func:`encircle.folded.fold_inputs`, and ``vmap``'s grouped
+    convolutions) is then channels-last, without a copy."""
     if xs[0].ndim != 4:
         return torch.stack(xs)
     return torch.stack([x.permute(0, 2, 3, 1) for x in xs], dim=3).permute(3, 0, 4, 1, 2)
@@ -439,18 +439,16 @@ class _Outputs(Backbone):
         return features
 
 
-class _Embed(nn.Module):
-    """:meth:`Method.embed <encircle.methods.base.Method.embed>` of a (folded) network, as a
-    module for ``functional_call``: the body under autocast, the head in float32."""
+class _EmbedCall(nn.Module):
+    """``forward`` = the method's ``embed`` (what ``functional_call`` calls); the method
+    here is a copy whose network is folded."""
 
-    def __init__(self, net: Backbone) -> None:
+    def __init__(self, method: Method) -> None:
         super().__init__()
-        self.net = net
+        self.method = method
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.net.forward_features(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.net.forward_head(features.float())
+        return self.method.embed(x)
 
 
 @dataclass
@@ -460,7 +458,7 @@ class _FoldedLoss:
     each method's ``batch_loss`` on them (``loss``: a copy of the method with
     :class:`_Outputs` for a network)."""
 
-    embed: _Embed
+    embed: _EmbedCall
     loss: _LossCall
 
     @classmethod
@@ -469,16 +467,17 @@ class _FoldedLoss:
         folded = fold(net) if isinstance(net, Backbone) else None
         if not isinstance(folded, Backbone):
             return None
-        rest = copy.deepcopy(method)
-        rest.net = _Outputs()
-        return cls(_Embed(folded), _LossCall(rest))
+        embed, rest = copy.deepcopy(method), copy.deepcopy(method)
+        embed.net, rest.net = folded, _Outputs()
+        return cls(_EmbedCall(embed), _LossCall(rest))
 
     def __call__(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        net = [{n[len(_METHOD) :]: t for n, t in d.items() if n.startswith(_NET)} for d in (params, buffers)]
+        net = [{n: t for n, t in d.items() if n.startswith(_NET)} for d in (params, buffers)]
         rest = [{n: t for n, t in d.items() if not n.startswith(_NET)} for d in (params, buffers)]
-        out = functional_call(self.embed, (net[0], net[1]), (fold_inputs(x),), strict=True)
+        # strict=False: embed reads only the network; the copy's other tensors stay its own
+        out = functional_call(self.embed, (net[0], net[1]), (fold_inputs(x),), strict=False)
         loss = self.loss
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], zk: torch.Tensor, yk: torch.Tensor) -> Any:
@@ -507,8 +506,8 @@ def _same_up_to_rounding(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     return bool((a - b).abs().max() <= 1e-3 * a.abs().max() + 1e-6) if a.numel() else True
 
 
-#: the stacked tensors' name prefixes: the method, and its network
-_METHOD, _NET = "method.", "method.net."
+#: the stacked tensors' name prefix of the method's network
+_NET = "method.net."
 
 
 class _Stack(Method):
@@ -568,7 +567,7 @@ class _Stack(Method):
         _mirror_modes(self.members[0], self.call[0].method)
         if self.folded is not None:
             _mirror_modes(self.members[0], self.folded.loss.method)
-            _mirror_modes(self.members[0].net, self.folded.embed.net)
+            _mirror_modes(self.members[0], self.folded.embed.method)
         return self
 
     def phases(self, train: TrainConfig, num_samples: int) -> list[Phase]:
@@ -688,17 +687,11 @@ class _Stack(Method):
         return self.folded if all(_same_up_to_rounding(a, b) for a, b in pairs) else None
 
     def _problem(self, k: int, value: float, step: Step) -> str:
-        """The engine's NaN / divergence guard, per model (``""``: fine)."""
+        """The engine's NaN / divergence guard (:func:`~encircle.engine.loss_problem`), per model."""
         first = self.first_loss.setdefault(k, abs(value))
+        lr = cast(_PhaseRun, step).optimizers["main"].param_groups[0]["lr"]
         where = f"phase {step.phase.name!r}, epoch {step.epoch + 1}"
-        if not math.isfinite(value):
-            return f"the {self.members[k].name} loss is {value} in {where}; try a lower train.lr or check the data"
-        if abs(value) > DIVERGENCE_FACTOR * max(first, DIVERGENCE_FLOOR):
-            return (
-                f"the {self.members[k].name} loss diverged in {where}: {value:.3g}, more than "
-                f"{DIVERGENCE_FACTOR:.0e} times its first value {first:.3g} (lower train.lr)"
-            )
-        return ""
+        return loss_problem(value, first, self.members[k].name, where, lr)
 
     def after_step(self, epoch: int) -> None:
         for k, aux in self.auxes.items():

@@ -19,7 +19,6 @@ One class serves both settings:
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -30,7 +29,6 @@ import numpy as np
 import torch
 
 from encircle import batched, footprint
-from encircle._io import atomic_write_text
 from encircle.checkpoint import load_file, save_file
 from encircle.config import RunConfig, flatten, with_overrides
 from encircle.data.dataset import ImageDataset
@@ -43,6 +41,7 @@ from encircle.models import create_model, model_parameters
 from encircle.models.base import Backbone
 from encircle.models.pretrained import load_pretrained, pretrained_normalization
 from encircle.preprocess import PREPROCESS_KINDS, Preprocess
+from encircle.training_run import write_history
 
 log = logging.getLogger(__name__)
 ArrayLike = torch.Tensor | np.ndarray | ImageDataset
@@ -535,8 +534,7 @@ def fit_detectors(
                 continue
             detector.fit_result_ = result
             if out is not None:
-                history = "".join(json.dumps(r) + "\n" for r in result.history)
-                atomic_write_text(out / member.tag / TRAIN_FILES[1], history)
+                write_history(out / member.tag / TRAIN_FILES[1], result.history)
             detector._complete(*parts)
             results.append(detector)
     return results

@@ -515,6 +515,24 @@ def _to_device(module: Method, device: torch.device, channels_last: bool) -> Non
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
+def loss_problem(value: float, first: float, method_name: str, where: str, lr: float) -> str:
+    """Why a training loss ``value`` must stop its run (``""``: it need not): it is not
+    finite, or it is ``DIVERGENCE_FACTOR`` times ``first``, the phase's first absolute loss.
+    ``where`` names the phase and the step (``"phase 'train', epoch 1, batch 3"``)."""
+    if not math.isfinite(value):
+        return (
+            f"the {method_name} loss is {value} in {where} (learning rate {lr:g}); "
+            "try a lower train.lr, train.amp='off', or check the input data"
+        )
+    if abs(value) > DIVERGENCE_FACTOR * max(first, DIVERGENCE_FLOOR):
+        return (
+            f"the {method_name} loss diverged in {where}: {value:.3g}, more than "
+            f"{DIVERGENCE_FACTOR:.0e} times its first value {first:.3g}; the learning rate {lr:g} is too high "
+            "(lower train.lr)"
+        )
+    return ""
+
+
 class _PhaseRun:
     """One phase in progress: what trains, its optimisers, schedules, GradScaler, the
     epochs or steps done and the sums of its step metrics; the engine's :class:`Step`."""
@@ -558,17 +576,9 @@ class _PhaseRun:
         first = self.first_loss.setdefault(optimizer, abs(value))
         where = f"epoch {self.epoch + 1}, batch {self.batch + 1}" if not self.phase.steps else f"step {self.done + 1}"
         lr = self.optimizers[optimizer].param_groups[0]["lr"]
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"the {self.method_name} loss is {value} in phase {self.phase.name!r}, {where} (learning rate {lr:g}); "
-                "try a lower train.lr, train.amp='off', or check the input data"
-            )
-        if abs(value) > DIVERGENCE_FACTOR * max(first, DIVERGENCE_FLOOR):
-            raise TrainingError(
-                f"the {self.method_name} loss diverged in phase {self.phase.name!r}, {where}: {value:.3g}, more than "
-                f"{DIVERGENCE_FACTOR:.0e} times its first value {first:.3g}; the learning rate {lr:g} is too high "
-                "(lower train.lr)"
-            )
+        problem = loss_problem(value, first, self.method_name, f"phase {self.phase.name!r}, {where}", lr)
+        if problem:
+            raise TrainingError(problem)
 
     def add(self, metrics: dict[str, torch.Tensor], size: int) -> None:
         for key, value in metrics.items():

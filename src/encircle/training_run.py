@@ -37,6 +37,11 @@ from encircle.errors import CheckpointError
 Record = dict[str, Any]
 
 
+def write_history(path: str | Path, records: list[Record]) -> None:
+    """``records`` as a JSON-lines file, written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 class TrainingRun:
     """Resume, checkpoints, history and progress bar of one training run of ``method_name``.
 
@@ -110,7 +115,7 @@ class TrainingRun:
         """Append ``record`` to the history and rewrite the history file (rank 0)."""
         self.history.append(record)
         if self.writes and self.history_path is not None:
-            atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in self.history))
+            write_history(self.history_path, self.history)
 
     def checkpoint_due(self, count: int, last: bool) -> bool:
         """Whether this rank writes a checkpoint after epoch or step ``count`` (1-based)."""
