@@ -51,6 +51,7 @@ from encircle import distributed
 from encircle.augment import training_augmentation
 from encircle.data import memmap
 from encircle.errors import ConfigError, DataError, TrainingError
+from encircle.host_memory import keep_freed_memory
 from encircle.methods.base import Batches, Method, Phase
 from encircle.preprocess import Preprocess
 from encircle.train_config import TrainConfig
@@ -501,9 +502,11 @@ def _generator(*keys: int) -> torch.Generator:
 def start_training(
     method: Method, config: TrainConfig, device: torch.device, preprocess: Preprocess, seed: int
 ) -> InputPipeline:
-    """Seed the global torch RNG, move ``method`` to ``device`` (channels_last when asked)
-    and return the input pipeline."""
+    """Seed the global torch RNG, keep freed host memory for reuse on a CPU (when asked),
+    move ``method`` to ``device`` (channels_last when asked) and return the input pipeline."""
     torch.manual_seed(seed)
+    if device.type == "cpu" and config.keep_host_memory:
+        keep_freed_memory()
     pipeline = InputPipeline(preprocess, device, config.channels_last, config.amp)
     _to_device(method, device, config.channels_last)
     return pipeline

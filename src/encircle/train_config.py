@@ -42,7 +42,10 @@ class TrainConfig:
     0 = automatic (all of them on a GPU; on a CPU chunks of 6, where larger chunks
     measured slower; never more than fit in half the free memory), 1 = one after another
     (the sequential path), ``N`` = chunks of at most ``N`` models (bounds memory, which
-    grows linearly with the models in flight).
+    grows linearly with the models in flight);
+    ``keep_host_memory`` keeps freed host memory for reuse while training on a CPU
+    (:mod:`encircle.host_memory`: glibc's malloc thresholds, set once per process), so
+    that steps do not page-fault their large activations anew.
     """
 
     epochs: int = 20
@@ -63,6 +66,7 @@ class TrainConfig:
     augment_shift: int = 2
     augment_min_scale: float = 0.7
     batch_models: int = 0
+    keep_host_memory: bool = True
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
