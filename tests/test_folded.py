@@ -147,3 +147,18 @@ def test_the_stack_keeps_vmap_when_folding_changes_the_losses() -> None:
     assert stack.folded is None
     reference, _ = stack._vmapped(stack.params, stack.buffers_, x, y)
     assert torch.allclose(losses, reference)
+
+
+def test_the_autoencoder_folds_its_encoder_and_matches_vmap() -> None:
+    # the rest of the loss (decoder, reconstruction error) reads the real input: the folded
+    # encoder's output reaches it as the precomputed network output, not as the input
+    torch.manual_seed(0)
+    methods = [create_method("autoencoder", create_model("lenet-mnist")) for _ in range(MODELS)]
+    stack = _Stack(methods, _NoFeed(), {})  # type: ignore[arg-type]
+    stack.train()
+    x = _stack_inputs(_inputs((1, 28, 28)))
+    y = torch.zeros(MODELS, BATCH, dtype=torch.long)
+    losses, _ = stack._group_loss(list(range(MODELS)), x, y)
+    assert stack.folded is not None  # the check on the first batch kept the folded form
+    reference, _ = stack._vmapped(stack.params, {n: b.clone() for n, b in stack.buffers_.items()}, x, y)
+    assert torch.allclose(losses, reference, rtol=1e-4)

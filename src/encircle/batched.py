@@ -429,11 +429,19 @@ class _LossCall(nn.Module):
         return self.method.batch_loss(x, y)
 
 
-class _Outputs(Backbone):
-    """A network whose output is its input: the method's loss on outputs already computed."""
+class _Precomputed(Backbone):
+    """A network whose output is already computed (by the folded network): the caller
+    supplies it as the buffer ``out`` through ``functional_call``, and the input is not
+    read, so the rest of ``batch_loss`` sees the real input (an autoencoder compares its
+    reconstruction with it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: torch.Tensor
+        self.register_buffer("out", torch.empty(0))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+        return self.out
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return features
@@ -456,7 +464,7 @@ class _FoldedLoss:
     """The K models' losses with their networks folded (:mod:`encircle.folded`): the
     folded network computes the K outputs in one pass, and ``vmap`` runs only the rest of
     each method's ``batch_loss`` on them (``loss``: a copy of the method with
-    :class:`_Outputs` for a network)."""
+    :class:`_Precomputed` for a network)."""
 
     embed: _EmbedCall
     loss: _LossCall
@@ -467,8 +475,8 @@ class _FoldedLoss:
         folded = fold(net) if isinstance(net, Backbone) else None
         if not isinstance(folded, Backbone):
             return None
-        embed, rest = copy.deepcopy(method), copy.deepcopy(method)
-        embed.net, rest.net = folded, _Outputs()
+        embed, rest = copy.deepcopy(method), _vmap_friendly(copy.deepcopy(method))
+        embed.net, rest.net = folded, _Precomputed()
         return cls(_EmbedCall(embed), _LossCall(rest))
 
     def __call__(
@@ -480,12 +488,14 @@ class _FoldedLoss:
         out = functional_call(self.embed, (net[0], net[1]), (fold_inputs(x),), strict=False)
         loss = self.loss
 
-        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], zk: torch.Tensor, yk: torch.Tensor) -> Any:
-            return functional_call(loss, (p, b), (zk, yk), strict=False)
+        def one(
+            p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xk: torch.Tensor, zk: torch.Tensor, yk: torch.Tensor
+        ) -> Any:
+            return functional_call(loss, (p, {**b, _PRECOMPUTED: zk}), (xk, yk), strict=False)
 
         return cast(
             tuple[torch.Tensor, dict[str, torch.Tensor]],
-            torch.vmap(one, randomness="different")(rest[0], rest[1], unfold_outputs(out, x.shape[0]), y),
+            torch.vmap(one, randomness="different")(rest[0], rest[1], x, unfold_outputs(out, x.shape[0]), y),
         )
 
 
@@ -508,6 +518,8 @@ def _same_up_to_rounding(a: torch.Tensor, b: torch.Tensor | None) -> bool:
 
 #: the stacked tensors' name prefix of the method's network
 _NET = "method.net."
+#: the name under which :class:`_FoldedLoss` hands each model its network's output
+_PRECOMPUTED = _NET + "out"
 
 
 class _Stack(Method):
