@@ -16,7 +16,10 @@ timed the same way, sequential vs all five at once.
 
     .venv/bin/python benchmarks/many_models.py [--classes 0 1 ...] [--seeds 0 1 2]
         [--epochs 10] [--pretrain-epochs 5] [--max-train 0] [--max-test 1000] [--in-flight 6]
-        [--osr-epochs 5]
+        [--osr-epochs 5] [--device cpu]
+
+``--device cuda`` times the same runs on a GPU (the card is recorded in the JSON's
+``machine``, and each mode's peak GPU allocation beside its peak RSS).
 
 Writes ``benchmarks/results/many_models.json``.
 """
@@ -48,15 +51,31 @@ LENET_MACS = 28 * 28 * 8 * 25 + 14 * 14 * 4 * 8 * 25 + 4 * 7 * 7 * 32
 DECODER_MACS = 8 * 8 * 4 * 2 * 25 + 16 * 16 * 8 * 4 * 25 + 28 * 28 * 1 * 8 * 25
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a ``size`` x ``size`` ``torch.mm`` on ``device`` (best of ``repeats``)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
+        _synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mib(device: str) -> dict[str, float]:
+    """Peak host RSS, and on a GPU the peak of torch's allocations there."""
+    peak = {"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.device(device).type == "cuda":
+        peak["max_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return peak
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -77,7 +96,7 @@ def child(args: argparse.Namespace) -> dict:
             "train.batch_size": 200,
             "train.lr": 1e-4,
             "train.weight_decay": 5e-7,
-            "train.device": "cpu",
+            "train.device": args.device,
             "train.batch_models": args.batch_models,
             "calibration.holdout": 0.0,
         },
@@ -89,8 +108,10 @@ def child(args: argparse.Namespace) -> dict:
             jobs.append((Detector(with_overrides(config, {"seed": seed})), train.images, None))
             tests.append(one_class(test_all, normal, train=False))
             images += len(train)
+    _synchronize(torch.device(args.device))
     start = time.perf_counter()
     fitted = fit_detectors(jobs, progress=False)
+    _synchronize(torch.device(args.device))
     seconds = time.perf_counter() - start
     aurocs = [
         auroc(d.score(t), t.labels) if isinstance(d, Detector) else float("nan")
@@ -100,8 +121,7 @@ def child(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "aurocs": aurocs,
         "train_images": images,
-        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    } | _peak_memory_mib(args.device)
 
 
 #: The ``osr`` protocol's quick recipe on all five trials with the protocol's own optimiser
@@ -124,7 +144,11 @@ def osr_child(args: argparse.Namespace) -> dict:
 
     from encircle.experiments import run_protocol
 
-    overrides = OSR_SETTINGS | {"train.batch_models": args.batch_models, "train.epochs": args.epochs}
+    overrides = OSR_SETTINGS | {
+        "train.batch_models": args.batch_models,
+        "train.epochs": args.epochs,
+        "train.device": args.device,
+    }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         results = run_protocol("osr", out_dir=Path(out), quick=True, overrides=overrides, progress=False)
@@ -133,8 +157,7 @@ def osr_child(args: argparse.Namespace) -> dict:
     return {
         "seconds": seconds,
         "aurocs": [trials[name]["auroc"] for name in sorted(trials)],
-        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    } | _peak_memory_mib(args.device)
 
 
 def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int, osr: bool = False) -> dict:
@@ -152,6 +175,8 @@ def run_mode(args: argparse.Namespace, batch_models: int, pretrain_epochs: int, 
         str(args.max_train),
         "--max-test",
         str(args.max_test),
+        "--device",
+        args.device,
         "--classes",
         *map(str, args.classes),
         "--seeds",
@@ -173,6 +198,11 @@ def compare(seq: dict, bat: dict) -> dict:
         "mean_auroc_sequential": statistics.fmean(seq["aurocs"]),
         "mean_auroc_batched": statistics.fmean(bat["aurocs"]),
         "max_rss_mib": {"sequential": seq["max_rss_mib"], "batched": bat["max_rss_mib"]},
+        **(
+            {"max_gpu_mib": {"sequential": seq["max_gpu_mib"], "batched": bat["max_gpu_mib"]}}
+            if "max_gpu_mib" in seq
+            else {}
+        ),
         "per_model_auroc": {"sequential": seq["aurocs"], "batched": bat["aurocs"]},
     }
 
@@ -199,6 +229,7 @@ def main() -> None:
     parser.add_argument(
         "--osr-epochs", type=int, default=5, help="epochs of the five osr trials (quick recipe; 0 skips them)"
     )
+    parser.add_argument("--device", default="cpu", help="train.device of every run: cpu, cuda or cuda:N")
     parser.add_argument("--osr", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-models", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -207,7 +238,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(osr_child(args) if args.osr else child(args)))
         return
-    peak = matmul_peak_gflops()
+    device = torch.device(args.device)
+    peak = matmul_peak_gflops(device)
     report: dict = {
         "machine": machine(),
         "settings": vars(args),
@@ -220,7 +252,7 @@ def main() -> None:
         macs = 3 * LENET_MACS * args.epochs + (3 * (LENET_MACS + DECODER_MACS) * pretrain)
         flops = 2 * macs * seq["train_images"]
         report["runs"][setting] = compare(seq, bat) | {
-            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), torch.device("cpu")),
+            "models_in_flight": models_in_flight(args.in_flight, len(seq["aurocs"]), device),
             "matmul_peak_share": {
                 "sequential": flops / seq["seconds"] / 1e9 / peak,
                 "batched": flops / bat["seconds"] / 1e9 / peak,
