@@ -46,7 +46,7 @@ def keep_freed_memory() -> bool:
         if sys.platform.startswith("linux") and not _user_tuned_malloc():
             try:
                 mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-            except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+            except (OSError, AttributeError):  # no C library to load, or one without mallopt
                 return False
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _applied = bool(mallopt(_M_MMAP_THRESHOLD, KEPT_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEPT_BYTES))
