@@ -28,12 +28,13 @@ a GPU well, and on a CPU its kernels run below their best on 8 and 4 channels.
   (K = 6 paper-width MNIST LeNets, batch 200, forward and backward): ``vmap`` over the
   whole ``batch_loss`` took 150-200 ms a step, the folded network 59-86 ms (``vmap``'s
   batching rules move the model axis between batch and channels from layer to layer,
-  each move a strided copy), and K = 6 plain LeNet steps about 6 x 20 ms. A folded
-  network whose code mixes channels, a method whose loss reads its input besides the
-  network (the autoencoder), or random layers would give other losses: the first batch's
-  losses of both forms are compared (on :data:`FOLD_CHECK_SAMPLES` samples) and ``vmap``
-  over the whole ``batch_loss`` is kept when they differ. Under it, BatchNorm is computed
-  by reductions (:class:`_BatchNormByOps`).
+  each move a strided copy), and K = 6 plain LeNet steps about 6 x 20 ms. The rest of
+  ``batch_loss`` gets the real input and the folded output separately
+  (:class:`_Precomputed`), so a loss that reads its input (the autoencoder's) folds too.
+  A folded network whose code mixes channels, or random layers, would give other losses:
+  the first batch's losses of both forms are compared (on :data:`FOLD_CHECK_SAMPLES`
+  samples) and ``vmap`` over the whole ``batch_loss`` is kept when they differ. Under
+  ``vmap``, BatchNorm is computed by reductions (:class:`_BatchNormByOps`).
 * **Own data streams.** Model k has its own training set (sizes differ per class), its
   own preprocessing and its own shuffling generator seeded as its sequential run, so it
   sees exactly the batches it would see alone. Models whose epoch has fewer batches, or
@@ -57,12 +58,12 @@ following Deep SVDD epochs can drift one model's first layer by ~2e-3 (``atol=5e
 Random layers (dropout) draw differently when batched, so they do not match bitwise.
 
 Speed, measured on this project's 2-core CPU (``benchmarks/many_models.py``,
-``docs/scaling.md``): the 30-model one-class sweep of paper-width LeNets 1.3-1.8x faster
-than one model after another (1.1x with autoencoder pretraining, whose phase falls back
-to ``vmap``); a LeNet step at batch 200 is bound by its convolution, BatchNorm and
+``docs/scaling.md``): the 30-model one-class sweep of paper-width LeNets 1.6-2.0x faster
+than one model after another (1.3x with 5 autoencoder epochs, whose decoder costs as much
+batched as alone); a LeNet step at batch 200 is bound by its convolution, BatchNorm and
 pooling kernels, not by per-step overhead, on a CPU, so folding gains only what the
-layout makes those kernels cheaper per model. Hence :func:`models_in_flight`'s CPU
-default.
+layout makes those kernels cheaper per model (its two grouped convolutions alone bound a
+step of six at 2.9x). Hence :func:`models_in_flight`'s CPU default.
 """
 
 from __future__ import annotations
@@ -685,8 +686,7 @@ class _Stack(Method):
     ) -> _FoldedLoss | None:
         """The folded loss if it gives ``vmap``'s losses and aux on the first
         :data:`FOLD_CHECK_SAMPLES` samples of this batch (on copies of the buffers), else
-        ``None``: a network whose code mixes the folded channels, a method whose loss
-        reads the input itself (an autoencoder), random layers."""
+        ``None``: a network whose code mixes the folded channels, random layers."""
         if self.folded is None:
             return None
         x, y = x[:, :FOLD_CHECK_SAMPLES], y[:, :FOLD_CHECK_SAMPLES]

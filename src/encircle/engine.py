@@ -122,10 +122,11 @@ class InputPipeline:
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         if raw.device.type == "cpu" and self.device.type == "cuda":
             raw = raw.pin_memory()
-        x = self.preprocess(raw.to(self.device, non_blocking=True))
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return self.layout(self.preprocess(raw.to(self.device, non_blocking=True)))
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed ``x`` in the memory format the network trains in (channels-last images when asked)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def autocast(self) -> torch.autocast:
         """Autocast context for the network body (a no-op when ``amp == "off"``)."""
@@ -402,10 +403,7 @@ class _InMemory:
         labels = self.labels[index].to(pipeline.device)
         if ready is None:
             return pipeline(self.pool[index]), labels
-        x = ready[index.to(ready.device)]
-        if pipeline.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, labels
+        return pipeline.layout(ready[index.to(ready.device)]), labels
 
     def _ready(self, pipeline: InputPipeline) -> torch.Tensor | None:
         """The whole pool through ``pipeline``, or ``None`` when too big (decided once per pipeline)."""

